@@ -1,0 +1,121 @@
+"""`mt5study` command line: train (one rank), launch (all ranks here), etl, slurm, info.
+
+Every command validates its params before anything starts; a ConfigError exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from mt5study import config
+from mt5study.launch import EXIT_CONFIG, EXIT_FAILED
+
+
+def _overrides(items: list[str] | None) -> dict[str, Any]:
+    return dict(config.parse_override(s) for s in items or [])
+
+
+def _add_params(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", required=True, help="params YAML file")
+    p.add_argument("--out", required=True, help="output folder of the run")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. run.steps=10")
+    p.add_argument("--overwrite", action="store_true", help="replace a completed run in --out")
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from mt5study.train import RunExists, train
+
+    params = config.load(a.params, _overrides(a.set))
+    try:
+        return train(params, a.out, resume=a.resume, overwrite=a.overwrite, stop_at_step=a.stop_at_step)
+    except RunExists as e:
+        print(f"mt5study train: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def cmd_launch(a: argparse.Namespace) -> int:
+    from mt5study.launch import accelerate_command, exit_code, launch_env
+
+    params = config.load(a.params, _overrides(a.set))
+    extra = [f"--set={s}" for s in a.set or []]
+    extra += ["--resume"] if a.resume else []
+    extra += ["--overwrite"] if a.overwrite else []
+    extra += ["--stop-at-step", str(a.stop_at_step)] if a.stop_at_step is not None else []
+    cmd = accelerate_command(params, a.params, a.out, extra_args=extra)
+    if a.dry_run:
+        print(" ".join(cmd))
+        return 0
+    return exit_code(a.out, subprocess.call(cmd, env=launch_env()))
+
+
+def cmd_etl(a: argparse.Namespace) -> int:
+    from mt5study.data.etl import run
+
+    params = config.load(a.params, _overrides(a.set))
+    manifest = run(params, a.out, overwrite=a.overwrite)
+    print(f"mt5study etl: wrote {a.out} ({len(manifest.get('languages', []))} languages)")
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    from mt5study.model import PRESETS, RELEASED_PARAMETERS, build
+
+    for name in PRESETS:
+        n = build(name, device="meta").num_parameters()
+        ref = RELEASED_PARAMETERS.get(name)
+        print(f"{name:10s} {n:>15,d}" + (f"  (released: {ref:,d})" if ref else ""))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mt5study", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="one rank of a training run (run it under accelerate launch)")
+    _add_params(p)
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--stop-at-step", type=int, default=None,
+                   help="checkpoint and stop as if preempted after this step (tests, drills)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("launch", help="launch all ranks of a run on this machine via accelerate")
+    _add_params(p)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print the accelerate command only")
+    p.add_argument("--stop-at-step", type=int, default=None, help="as for train")
+    p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser("etl", help="build the pretraining dataset and tokenizer")
+    _add_params(p)
+    p.set_defaults(func=cmd_etl)
+
+    p = sub.add_parser("info", help="presets and their parameter counts")
+    p.set_defaults(func=cmd_info)
+
+    try:
+        from mt5study import slurm
+    except ImportError:
+        slurm = None
+    if slurm is not None and hasattr(slurm, "add_cli"):
+        slurm.add_cli(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except config.ConfigError as e:
+        print(f"mt5study {args.command}: invalid params:\n{e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except FileNotFoundError as e:
+        print(f"mt5study {args.command}: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

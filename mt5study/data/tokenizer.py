@@ -1,0 +1,181 @@
+"""The tokenizer: a SentencePiece unigram model saved as a Hugging Face T5 tokenizer, or a
+released one (e.g. google/mt5-xxl) from a local folder or the hub.
+
+Layout as in T5/mT5: pad=0, eos=1, unk=2, then 256 byte pieces (byte fallback: no character
+is ever <unk>), learned pieces, and `extra_ids` sentinels at the top of the vocabulary with
+<extra_id_0> the highest id. Text is encoded with the SentencePiece model itself, which never
+reads `</s>`, `<pad>` or `<extra_id_5>` in text as special ids (see `Encoder`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+PAD_ID, EOS_ID, UNK_ID = 0, 1, 2  # T5/mT5's special ids
+
+
+def train_sentencepiece(
+    text_file: Path,
+    model_prefix: Path,
+    pieces: int,
+    character_coverage: float = 0.9995,
+    normalization_rule: str = "nmt_nfkc",
+    num_threads: int = 1,
+    seed: int = 0,
+    max_sentence_chars: int = 4000,
+) -> Path:
+    """Train a unigram model with byte fallback; returns the .model path."""
+    import sentencepiece as spm
+
+    spm.set_random_generator_seed(seed)
+    spm.SentencePieceTrainer.train(
+        input=str(text_file),
+        model_prefix=str(model_prefix),
+        model_type="unigram",
+        vocab_size=pieces,
+        hard_vocab_limit=False,  # a small sample may not support every piece asked for
+        character_coverage=character_coverage,
+        byte_fallback=True,
+        pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
+        pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
+        normalization_rule_name=normalization_rule,
+        max_sentence_length=4 * max_sentence_chars + 16,  # bytes: UTF-8 takes up to 4 per char
+        shuffle_input_sentence=True,
+        num_threads=num_threads,
+        minloglevel=2,  # warnings and errors only
+    )
+    return Path(f"{model_prefix}.model")
+
+
+def save_t5_tokenizer(spm_model: Path, out_dir: Path, extra_ids: int = 100) -> Any:
+    """Save `spm_model` as a T5 tokenizer (slow and fast files) with `extra_ids` sentinels."""
+    import warnings
+
+    from transformers import T5TokenizerFast
+
+    with warnings.catch_warnings():  # "byte fallback not implemented": switched on below
+        warnings.simplefilter("ignore", UserWarning)
+        # add_prefix_space: SentencePiece's dummy "▁" before the text (else the converter drops it)
+        fast = T5TokenizerFast(
+            vocab_file=str(spm_model), extra_ids=extra_ids, legacy=True, from_slow=True, add_prefix_space=True
+        )
+    fast.save_pretrained(str(out_dir))
+    _enable_byte_fallback(out_dir / "tokenizer.json")
+    # Without add_prefix_space in its config, loading reads tokenizer.json instead of converting
+    # spiece.model again (which would lose the byte fallback).
+    config_file = out_dir / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config.pop("add_prefix_space", None)
+    config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return T5TokenizerFast.from_pretrained(str(out_dir))
+
+
+_NEVER = -1e9  # unigram score of pieces that must never be matched from text
+
+
+def _enable_byte_fallback(path: Path) -> None:
+    """Make the fast tokenizer encode as SentencePiece does.
+
+    transformers' T5 converter drops byte fallback (rare characters become <unk>) and keeps
+    <pad>, </s>, <unk>, the byte pieces <0xNN> and the sentinels as ordinary unigram pieces,
+    which text such as "</s>" then matches. Here byte fallback is switched on, those pieces get
+    a score that no segmentation picks (SentencePiece never matches control or byte pieces in
+    text), and the decoder turns byte pieces back into characters.
+    """
+    state = json.loads(path.read_text(encoding="utf-8"))
+    model = state["model"]
+    model["byte_fallback"] = True
+    for piece in model["vocab"]:
+        if _RESERVED.fullmatch(piece[0]):
+            piece[1] = _NEVER
+    decoder = state.get("decoder")
+    steps = [{"type": "ByteFallback"}] + ([decoder] if decoder else [])  # bytes first, then "▁" -> " "
+    state["decoder"] = {"type": "Sequence", "decoders": steps}
+    path.write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
+
+
+_RESERVED = re.compile(r"<pad>|</s>|<unk>|<0x[0-9A-F]{2}>|<extra_id_\d+>")
+
+
+def load_tokenizer(name_or_path: str | Path) -> Any:
+    """A saved or released tokenizer (transformers.AutoTokenizer)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(name_or_path))
+
+
+def sentinel_ids(tokenizer: Any, count: int | None = None) -> list[int]:
+    """Ids of <extra_id_0>, <extra_id_1>, ... in use order."""
+    n = count if count is not None else sum(1 for t in tokenizer.get_vocab() if t.startswith("<extra_id_"))
+    ids = tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(n)])
+    if any(i is None or i == tokenizer.unk_token_id for i in ids):
+        raise ValueError(f"tokenizer has fewer than {n} sentinels <extra_id_i>")
+    return list(ids)
+
+
+def check_t5_layout(tokenizer: Any) -> None:
+    """Refuse a tokenizer whose pad/eos/unk ids are not T5's 0/1/2."""
+    got = (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id)
+    if got != (PAD_ID, EOS_ID, UNK_ID):
+        raise ValueError(f"tokenizer pad/eos/unk ids are {got}, expected T5's {(PAD_ID, EOS_ID, UNK_ID)}")
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """Text -> ids without special tokens, picklable for worker processes.
+
+    With a SentencePiece model (`spiece.model` in the tokenizer folder) the model encodes
+    directly; otherwise the HF tokenizer with split_special_tokens=True, so that `</s>` or
+    `<extra_id_5>` written in a document stay ordinary text either way.
+    """
+
+    path: str  # tokenizer folder
+
+    @property
+    def spm_file(self) -> str | None:
+        f = os.path.join(self.path, "spiece.model")
+        return f if os.path.isfile(f) else None
+
+    def _backend(self) -> Any:
+        key = (self.path, os.getpid())
+        if key not in _BACKENDS:
+            if self.spm_file:
+                import sentencepiece as spm
+
+                _BACKENDS[key] = spm.SentencePieceProcessor(model_file=self.spm_file)
+            else:
+                tok = load_tokenizer(self.path)
+                tok.split_special_tokens = True
+                if getattr(tok, "_tokenizer", None) is not None:
+                    tok._tokenizer.encode_special_tokens = True  # fast tokenizers
+                _BACKENDS[key] = tok
+        return _BACKENDS[key]
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        backend = self._backend()
+        if self.spm_file:
+            return backend.encode(texts, out_type=int)
+        return backend(texts, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        backend = self._backend()
+        ids = [int(i) for i in ids]
+        return backend.decode(ids) if self.spm_file else backend.decode(ids, skip_special_tokens=False)
+
+
+_BACKENDS: dict[tuple[str, int], Any] = {}
+
+
+def tokenizer_hash(folder: Path) -> str:
+    """sha256 over the names and bytes of the tokenizer's files."""
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(folder).as_posix().encode() + b"\x00" + p.read_bytes())
+    return h.hexdigest()

@@ -1,0 +1,175 @@
+"""From a validated params file to processes: the DeepSpeed config and the `accelerate launch` call.
+
+`deepspeed_config(params)` turns the typed config into DeepSpeed's JSON (no "auto" values: every
+number is resolved here, so the file in the run folder says exactly what ran).
+`accelerate_command(...)` builds the launch for one machine of the allocation; `mt5study.slurm`
+wraps it in `srun` for several nodes. `run(...)` launches locally and waits (notebooks, studies).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from mt5study.config import TrainParams
+from mt5study.records import read_json
+
+# Exit codes of `mt5study train` (also read by the Slurm batch script).
+EXIT_OK = 0  # completed, diverged or unsupported: a result was recorded
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_PREEMPTED = 3  # checkpointed on a signal; rerun with --resume
+
+
+def deepspeed_config(params: TrainParams) -> dict[str, Any]:
+    """DeepSpeed's config for this run: batch arithmetic, ZeRO stage, offload, precision."""
+    run, optim = params.run, params.optim
+    zero: dict[str, Any] = {"stage": run.zero_stage}
+    if run.zero_stage >= 1:
+        zero.update(overlap_comm=True, contiguous_gradients=True)
+    if run.zero_stage == 3:
+        # Gather the full 16-bit weights on save: without it ZeRO-3 saves empty or partial
+        # weights (DeepSpeed #3841, accelerate #3316).
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    if run.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if run.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    config: dict[str, Any] = {
+        "train_batch_size": run.effective_global_batch,
+        "train_micro_batch_size_per_gpu": run.micro_batch,
+        "gradient_accumulation_steps": run.grad_accum,
+        "gradient_clipping": optim.grad_clip,
+        "zero_optimization": zero,
+        # The optimizer is built in mt5study.train (AdamW or Adafactor) and handed to DeepSpeed;
+        # allow it with ZeRO-Offload too instead of forcing DeepSpeedCPUAdam.
+        "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 10**9,  # mt5study logs; keep DeepSpeed quiet
+        "wall_clock_breakdown": False,
+        "bf16": {"enabled": run.precision == "bf16"},
+        "fp16": {
+            "enabled": run.precision == "fp16",
+            "loss_scale": 0,  # 0 = dynamic loss scaling
+            "initial_scale_power": run.fp16_initial_scale_power,
+            "loss_scale_window": 1000,
+            "hysteresis": 2,
+            "min_loss_scale": 1,
+        },
+    }
+    return config
+
+
+def accelerate_command(
+    params: TrainParams,
+    params_path: str | Path,
+    out_dir: str | Path,
+    num_machines: int | None = None,
+    machine_rank: int | str = 0,
+    main_ip: str | None = None,
+    main_port: int | None = None,
+    extra_args: Sequence[str] = (),
+    python: str | None = None,
+) -> list[str]:
+    """`accelerate launch` for one machine of the run's allocation (world size from params)."""
+    run = params.run
+    num_machines = num_machines or run.nodes
+    cmd = [
+        python or sys.executable, "-m", "accelerate.commands.launch",
+        "--num_machines", str(num_machines),
+        "--num_processes", str(run.world_size),
+        "--machine_rank", str(machine_rank),
+        "--use_deepspeed",
+        "--zero_stage", str(run.zero_stage),
+        "--gradient_accumulation_steps", str(run.grad_accum),
+        "--mixed_precision", {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[run.precision],
+        "--dynamo_backend", "no",
+    ]
+    if num_machines > 1:
+        if not main_ip or not main_port:
+            raise ValueError("a multi-machine launch needs main_ip and main_port")
+        cmd += ["--deepspeed_multinode_launcher", "standard"]
+    if main_ip:
+        cmd += ["--main_process_ip", main_ip]
+    if main_port:
+        cmd += ["--main_process_port", str(main_port)]
+    elif num_machines == 1:
+        cmd += ["--main_process_port", str(free_port())]
+    cmd += ["-m", "mt5study.cli", "train", "--params", str(params_path), "--out", str(out_dir), *extra_args]
+    return cmd
+
+
+def free_port() -> int:
+    """A free TCP port on this host for the rendezvous of a single-machine launch."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_env() -> dict[str, str]:
+    """Environment for launched processes: quiet, single-threaded BLAS per rank on CPU."""
+    env = dict(os.environ)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if not _has_cuda():
+        # DeepSpeed picks its accelerator at import; make the CPU choice explicit and keep each
+        # of the (few) ranks from oversubscribing the cores with BLAS threads.
+        env.setdefault("DS_ACCELERATOR", "cpu")
+        env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def run(
+    params_path: str | Path,
+    out_dir: str | Path,
+    overrides: dict[str, Any] | None = None,
+    extra_args: Sequence[str] = (),
+    log_path: str | Path | None = None,
+    check: bool = True,
+) -> dict[str, Any]:
+    """Launch a training run on this machine, wait, and return its summary.json."""
+    from mt5study import config
+
+    params = config.load(params_path, overrides)
+    sets = [f"--set={k}={_yaml_scalar(v)}" for k, v in (overrides or {}).items()]
+    cmd = accelerate_command(params, params_path, out_dir, extra_args=[*sets, *extra_args])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = Path(log_path) if log_path else out / "launch.log"
+    with open(log, "a", encoding="utf-8") as f:  # appended: a resumed run keeps its history
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=launch_env())
+    summary_path = out / "summary.json"
+    if proc.returncode != EXIT_OK or not summary_path.exists():
+        tail = log.read_text(encoding="utf-8", errors="replace")[-4000:]
+        if check:
+            raise RuntimeError(f"training in {out} exited {proc.returncode}; log {log}:\n{tail}")
+        return {"status": "failed", "exit_code": proc.returncode, "log": str(log)}
+    return read_json(summary_path)
+
+
+def exit_code(out_dir: str | Path, launcher_code: int) -> int:
+    """The exit code of a whole launch: EXIT_PREEMPTED when the run checkpointed on a signal."""
+    summary = Path(out_dir) / "summary.json"
+    if launcher_code == EXIT_OK and summary.exists() and read_json(summary).get("status") == "preempted":
+        return EXIT_PREEMPTED
+    return launcher_code
+
+
+def _yaml_scalar(v: Any) -> str:
+    import json
+
+    return json.dumps(v) if not isinstance(v, str) else v

@@ -1,0 +1,260 @@
+"""Bytes per GPU of mT5 training under DeepSpeed ZeRO: model states, activations, fit tables.
+
+Model states follow the ZeRO paper (Rajbhandari et al. 2020, sec. 3 and 5): mixed-precision Adam
+keeps 2 bytes of 16-bit parameters, 2 bytes of 16-bit gradients and 12 bytes of fp32 master
+weights, momentum and variance per parameter (16 bytes in all); pure fp32 keeps 4 + 4 + 8. ZeRO-1
+partitions the optimizer states over the data-parallel GPUs, ZeRO-2 also the gradients, ZeRO-3
+also the parameters. ZeRO-3 still materialises one module's full parameters (all-gather) and full
+gradients (before reduce-scatter) at a time; that working set is counted as the largest module,
+the convention of DeepSpeed's own estimator (`deepspeed.runtime.zero.stage3`). Offload follows
+ZeRO-Offload (Ren et al. 2021): the optimizer states and the fp32 gradient partition that the CPU
+Adam step reads move to host memory, and with "optimizer+params" (ZeRO-3 only) the 16-bit
+parameter partition too.
+
+Activations are counted tensor by tensor for the Hugging Face MT5 implementation (in the spirit of
+Korthikanti et al. 2022, "Reducing Activation Recomputation", sec. 4.1, adapted from GPT to T5's
+encoder-decoder, RMS norm, gated GELU, relative position bias and an untied 250k-token head).
+They are estimates: see `activation_breakdown` for what is counted and where it is known to be
+loose. Nothing here allocates a model; all sizes are in bytes, 1 GiB = 2**30 bytes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+
+from mt5study.model import PRESETS, count_parameters
+
+GIB = 2**30  # bytes
+PRECISIONS = {"fp32": 4, "bf16": 2, "fp16": 2}  # bytes per element of the compute dtype
+OFFLOADS = (None, "optimizer", "optimizer+params")
+FP32 = 4  # bytes
+# Per-parameter bytes of (parameters, gradients, optimizer states) for Adam (ZeRO paper, sec. 3):
+# mixed precision: 16-bit params and grads, fp32 master copy + momentum + variance;
+# fp32: params and grads in fp32, momentum + variance.
+STATE_BYTES = {"fp32": (4, 4, 8), "bf16": (2, 2, 12), "fp16": (2, 2, 12)}
+# Elements saved per d_ff-wide position by the gated feed-forward: wi_0 output (GELU input), three
+# intermediates of transformers' `NewGELUActivation` (written out in Python ops: the tanh output,
+# 0.5*x and 1+tanh are saved by autograd), the GELU output, wi_1 output, and their product (the
+# input of wo). A fused GELU (`gelu_pytorch_tanh`) would save 4 instead of 7.
+FFN_SAVED = 7
+
+
+def _check(preset: str, precision: str | None = None, zero_stage: int | None = None,
+           n_gpus: int | None = None, offload: str | None = None) -> None:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
+    if zero_stage is not None and (isinstance(zero_stage, bool) or zero_stage not in (0, 1, 2, 3)):
+        raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {zero_stage!r}")
+    if n_gpus is not None and (isinstance(n_gpus, bool) or not isinstance(n_gpus, int) or n_gpus < 1):
+        raise ValueError(f"n_gpus must be an integer >= 1, got {n_gpus!r}")
+    if offload not in OFFLOADS:
+        raise ValueError(f"unknown offload {offload!r}; choose one of {OFFLOADS}")
+    if offload is not None and zero_stage == 0:
+        raise ValueError(f"offload={offload!r} needs zero_stage >= 1, got zero_stage=0")
+    if offload == "optimizer+params" and zero_stage != 3:
+        raise ValueError(f"offload={offload!r} needs zero_stage 3, got zero_stage={zero_stage!r}")
+
+
+def _positive(**values: int) -> None:
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+
+
+def largest_layer_params(preset: str) -> int:
+    """Parameters of the largest single module (own parameters only, as DeepSpeed counts them)."""
+    _check(preset)
+    p = PRESETS[preset]
+    d, f, a, v = p["d_model"], p["d_ff"], p["num_heads"] * p["d_kv"], p["vocab_size"]
+    # Modules with their own weights: the shared embedding and the untied lm_head (v x d), the
+    # feed-forward linears (d x f), the attention projections (d x a), norms (d), position
+    # buckets (32 x heads). The vocabulary matrix wins for every preset.
+    return max(v * d, d * f, d * a)
+
+
+def model_state_bytes(preset: str, zero_stage: int, precision: str, n_gpus: int,
+                      offload: str | None = None) -> dict[str, int]:
+    """Bytes per GPU of parameters, gradients and optimizer states, plus host bytes (`cpu`)."""
+    _check(preset, precision, zero_stage, n_gpus, offload)
+    n_params = count_parameters(preset)
+    b_param, b_grad, b_opt = STATE_BYTES[precision]
+    # A quantity partitioned over the data-parallel group costs 1/n_gpus of its size per GPU.
+    share = {True: 1.0 / n_gpus, False: 1.0}
+    params = b_param * n_params * share[zero_stage >= 3]
+    grads = b_grad * n_params * share[zero_stage >= 2]
+    opt = b_opt * n_params * share[zero_stage >= 1]
+    cpu = 0.0
+    if offload is not None:
+        # ZeRO-Offload: optimizer states and an fp32 copy of this rank's gradient partition live
+        # on the host; the GPU keeps only gradient buckets in flight (not modelled).
+        cpu += opt + FP32 * n_params * share[zero_stage >= 1]
+        opt, grads = 0.0, 0.0
+    if offload == "optimizer+params":
+        cpu += params
+        params = 0.0
+    if zero_stage == 3:
+        # Working set: one module's parameters gathered in full and its full gradient before the
+        # reduce-scatter, in the compute dtype (DeepSpeed's estimator: 4 bytes x largest layer).
+        work = largest_layer_params(preset)
+        params += b_param * work
+        grads += b_grad * work
+    return {"parameters": round(params), "gradients": round(grads),
+            "optimizer_states": round(opt), "cpu": round(cpu)}
+
+
+def activation_breakdown(preset: str, precision: str, micro_batch: int, input_length: int,
+                         target_length: int, activation_checkpointing: bool = False) -> dict[str, int]:
+    """Activation bytes per GPU by part (encoder, decoder, head, ...) for one micro-batch.
+
+    Counted per example, then times micro_batch; p = bytes of the compute dtype. Per layer:
+    - RMS norm: its input and normalised output (2p per d_model element); in 16-bit, MT5LayerNorm
+      also keeps an fp32 copy of its input for the variance (+4).
+    - attention: Q, K, V (3 x heads*d_kv, saved by the two batched matmuls), the softmax
+      probabilities (heads x L_q x L_k; transformers runs softmax in fp32 and keeps that output,
+      plus, in 16-bit, its cast copy for the value product), the attention output (input of o).
+    - cross-attention (decoder): Q on the L_t side, K and V of the encoder output (each decoder
+      layer has its own projections), probabilities heads x L_t x L_i.
+    - gated feed-forward: FFN_SAVED tensors d_ff wide per position.
+    The residual stream is the norm's input, so residual adds add nothing. Once per stack: the
+    relative position bias plus mask, heads x L_q x L_k per example (alive for the whole forward
+    when an attention mask is passed; without one it is shared by the batch). Head: the logits
+    L_t x vocab in the compute dtype and the fp32 log-probabilities kept by the loss (logits
+    upcast for a stable loss; transformers' own loss on a 16-bit model keeps 16-bit ones), and,
+    as `loss_backward`, the fp32 gradient of those log-probabilities, which backward creates
+    first, while everything above is still held: that moment is the activation peak.
+    With activation checkpointing only each layer's input (d_model per position) is kept, plus one
+    layer recomputed in backward; the head and norms outside the layers are not checkpointed.
+
+    Known to be loose: allocator fragmentation and short-lived temporaries inside an op are not
+    counted; no dropout (mT5 pretrains without; dropout adds a 1-byte mask per element); a model
+    whose wo is kept in fp32 saves its input in fp32; a loss computed in 16-bit halves the head's
+    log-probability term; flash/SDPA attention would not keep the L x L probabilities at all.
+    """
+    _check(preset, precision)
+    _positive(micro_batch=micro_batch, input_length=input_length, target_length=target_length)
+    cfg = PRESETS[preset]
+    d, f, n, h = cfg["d_model"], cfg["d_ff"], cfg["num_layers"], cfg["num_heads"]
+    a, v = h * cfg["d_kv"], cfg["vocab_size"]
+    li, lt = input_length, target_length
+    p = PRECISIONS[precision]
+    mixed = p < FP32
+    norm_b = 2 * p + (FP32 if mixed else 0)  # bytes per d_model element of one RMS norm
+    prob_b = FP32 + (p if mixed else 0)  # bytes per attention probability
+
+    def self_attention(length: int) -> int:
+        return length * d * norm_b + 4 * a * length * p + h * length * length * prob_b
+
+    def ffn(length: int) -> int:
+        return length * d * norm_b + FFN_SAVED * f * length * p
+
+    enc_layer = self_attention(li) + ffn(li)
+    cross = lt * d * norm_b + 2 * a * lt * p + 2 * a * li * p + h * lt * li * prob_b
+    dec_layer = self_attention(lt) + cross + ffn(lt)
+    position_bias = h * (li * li + lt * lt + lt * li) * p  # one per stack, compute dtype
+    final_norms = (li + lt) * d * norm_b
+    head = lt * v * (p + FP32)  # logits in the compute dtype, fp32 log-probs kept by the loss
+    loss_backward = lt * v * FP32  # fp32 gradient of the log-probs, first thing backward makes
+    if activation_checkpointing:
+        encoder = n * li * d * p + enc_layer  # layer inputs + one recompute (the larger layer
+        decoder = n * lt * d * p + max(dec_layer - enc_layer, 0)  # is counted once)
+    else:
+        encoder, decoder = n * enc_layer, n * dec_layer
+    parts = {"encoder": encoder, "decoder": decoder, "position_bias": position_bias,
+             "final_norms": final_norms, "head": head, "loss_backward": loss_backward}
+    return {k: int(val) * micro_batch for k, val in parts.items()}
+
+
+def activation_bytes(preset: str, precision: str, micro_batch: int, input_length: int,
+                     target_length: int, activation_checkpointing: bool = False) -> int:
+    """Activation bytes per GPU for one micro-batch (the sum of `activation_breakdown`)."""
+    return sum(activation_breakdown(preset, precision, micro_batch, input_length, target_length,
+                                    activation_checkpointing).values())
+
+
+def estimate(preset: str, zero_stage: int, precision: str, n_gpus: int, micro_batch: int,
+             input_length: int, target_length: int, offload: str | None = None,
+             activation_checkpointing: bool = False) -> dict[str, int]:
+    """Bytes per GPU: parameters, gradients, optimizer_states, activations, total (+ cpu if offload)."""
+    _check(preset, precision, zero_stage, n_gpus, offload)
+    out = model_state_bytes(preset, zero_stage, precision, n_gpus, offload)
+    cpu = out.pop("cpu")
+    out["activations"] = activation_bytes(preset, precision, micro_batch, input_length,
+                                          target_length, activation_checkpointing)
+    out["total"] = sum(out.values())
+    if offload is not None:
+        out["cpu"] = cpu  # host bytes per GPU rank (times GPUs per node for a node's need)
+    return out
+
+
+def deepspeed_estimate(preset: str, zero_stage: int, n_gpus: int, gpus_per_node: int | None = None,
+                       offload: str | None = None, zero_init: bool = True,
+                       additional_buffer_factor: float = 1.5) -> dict[str, int]:
+    """DeepSpeed's own ZeRO-2/3 model-state estimate: bytes per GPU (`gpu`) and per node (`cpu`).
+
+    Calls `estimate_zero3_model_states_mem_needs` / `estimate_zero2_model_states_mem_needs`, the
+    functions that the printing `..._all_cold` helpers call, with parameter counts from the
+    architecture, so no model is allocated. DeepSpeed assumes 16-bit training. Its per-parameter
+    bytes differ from the ZeRO paper's: it counts an fp32 gradient partition (the 16-bit gradient
+    is upcast before the optimizer step), 18 bytes where `model_state_bytes` counts 16 for ZeRO-3,
+    and 2 + 18 bytes where it counts 16 for ZeRO-2 (the replicated 16-bit parameters plus 2
+    16-bit grads + 4 fp32 grads + 12 optimizer bytes, partitioned).
+    """
+    _check(preset, None, zero_stage, n_gpus, offload)
+    if zero_stage not in (2, 3):
+        raise ValueError(f"DeepSpeed has estimators for zero_stage 2 and 3 only, got {zero_stage}")
+    per_node = gpus_per_node if gpus_per_node is not None else min(n_gpus, 8)
+    if per_node < 1 or n_gpus % per_node:
+        raise ValueError(f"n_gpus={n_gpus} is not a whole number of nodes of {per_node} GPUs")
+    total, largest = count_parameters(preset), largest_layer_params(preset)
+    nodes = n_gpus // per_node
+    if zero_stage == 3:
+        from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+
+        cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
+            total_params=total, largest_layer_params=largest, num_gpus_per_node=per_node,
+            num_nodes=nodes, cpu_offload=offload is not None,
+            cpu_offload_params=offload == "optimizer+params", zero_init=zero_init,
+            additional_buffer_factor=additional_buffer_factor)
+    else:
+        from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+        cpu, gpu = estimate_zero2_model_states_mem_needs(
+            total_params=total, num_gpus_per_node=per_node, num_nodes=nodes,
+            cpu_offload=offload is not None, additional_buffer_factor=additional_buffer_factor)
+    return {"gpu": int(gpu), "cpu": int(cpu), "total_params": total, "largest_layer_params": largest}
+
+
+def fits_table(preset: str = "mt5-xxl", gpu_gib: Iterable[float] = (40, 80),
+               n_gpus: Iterable[int] = (1, 2, 4, 8, 16, 32, 64),
+               precisions: Iterable[str] = ("bf16", "fp16", "fp32"),
+               zero_stages: Iterable[int] = (0, 1, 2, 3), offloads: Iterable[str | None] = OFFLOADS,
+               micro_batches: Iterable[int] = (1, 2, 4, 8, 16, 32),
+               activation_checkpointing: Iterable[bool] = (False, True),
+               input_length: int = 1024, target_length: int = 256, usable_fraction: float = 0.9):
+    """A pandas DataFrame, one row per setting, with GiB per GPU and a `fits_<N>gib` column per size.
+
+    A setting fits when its total is at most `usable_fraction` of the GPU: the rest is left for
+    the CUDA context, NCCL and allocator fragmentation, none of which is modelled.
+    """
+    import pandas as pd
+
+    if not 0 < usable_fraction <= 1:
+        raise ValueError(f"usable_fraction must be in (0, 1], got {usable_fraction!r}")
+    sizes = list(gpu_gib)
+    rows = []
+    for prec, stage, off, n, mb, ckpt in itertools.product(
+            precisions, zero_stages, offloads, n_gpus, micro_batches, activation_checkpointing):
+        if (off is not None and stage == 0) or (off == "optimizer+params" and stage != 3):
+            continue  # combinations DeepSpeed does not offer
+        est = estimate(preset, stage, prec, n, mb, input_length, target_length, off, ckpt)
+        row = {"preset": preset, "precision": prec, "zero_stage": stage, "offload": off or "none",
+               "n_gpus": n, "micro_batch": mb, "activation_checkpointing": ckpt}
+        row.update({f"{k}_gib": est[k] / GIB for k in
+                    ("parameters", "gradients", "optimizer_states", "activations", "total")})
+        row["cpu_gib"] = est.get("cpu", 0) / GIB
+        row.update({f"fits_{g:g}gib": est["total"] <= usable_fraction * g * GIB for g in sizes})
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,52 @@
+"""Optimizers and learning-rate schedules (a multiplier of optim.lr per optimizer step)."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from mt5study.config import OptimConfig
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW, or Adafactor with a fixed external learning rate (T5's fine-tuning setting)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        # No weight decay on layer-norm scales and relative position biases.
+        (no_decay if p.ndim < 2 or "relative_attention_bias" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    from transformers.optimization import Adafactor
+
+    return Adafactor(groups, lr=cfg.lr, scale_parameter=False, relative_step=False, warmup_init=False)
+
+
+def lr_multiplier(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:
+    """Multiplier of the peak lr at optimizer step `s` (0-based, as LambdaLR counts)."""
+    w = cfg.warmup_steps
+
+    def constant(s: int) -> float:
+        return min(1.0, (s + 1) / w) if w else 1.0
+
+    def cosine(s: int) -> float:
+        if w and s < w:
+            return (s + 1) / w
+        progress = min(1.0, (s - w) / max(1, total_steps - w))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def inverse_sqrt(s: int) -> float:
+        # T5: lr = 1/sqrt(max(step, k)) with k = 10^4, i.e. a plateau for k steps then decay;
+        # here scaled so the plateau equals optim.lr.
+        k = max(1, w)
+        return math.sqrt(k) / math.sqrt(max(s + 1, k))
+
+    return {"constant": constant, "cosine": cosine, "inverse_sqrt": inverse_sqrt}[cfg.schedule]
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(cfg, total_steps))

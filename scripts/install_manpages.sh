@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Install the translated Linux manual pages that the `manpages` ETL source reads
+# (mt5study.data.sources.ManpagesSource): English `manpages` plus every `manpages-XX`
+# user-page package the distribution has, and groff/man-db to render them.
+#
+# Run as root on Debian or Ubuntu:   sudo bash scripts/install_manpages.sh
+# Options (environment):
+#   MANPAGES_LANGS="de fr ja"   only these languages (default: all found by apt-cache)
+#   MANPAGES_DEV=1              also the -dev packages (sections 2/3: more text, more C)
+#
+# Docker images of Debian/Ubuntu often carry /etc/dpkg/dpkg.cfg.d/excludes (or docker's
+# "minimize" files) with `path-exclude /usr/share/man/*`: dpkg then silently drops every page.
+# This script disables such rules for /usr/share/man, and reinstalls packages whose pages
+# were dropped by them earlier. Ubuntu's minimized images also divert /usr/bin/man to a stub.
+set -euo pipefail
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install_manpages.sh: must run as root (apt-get install)" >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null; then
+  echo "install_manpages.sh: apt-get not found: Debian or Ubuntu only" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+# 1. Let dpkg install files under /usr/share/man again (comment out, keep a backup).
+for cfg in /etc/dpkg/dpkg.cfg.d/*; do
+  [[ -f $cfg ]] || continue
+  if grep -Eq '^[[:space:]]*path-exclude[[:space:]=]+/usr/share/man' "$cfg"; then
+    cp -p "$cfg" "$cfg.mt5study.bak"
+    sed -i -E 's|^([[:space:]]*path-exclude[[:space:]=]+/usr/share/man.*)$|# disabled by mt5study install_manpages.sh: \1|' "$cfg"
+    echo "install_manpages.sh: disabled man-page exclusions in $cfg (backup $cfg.mt5study.bak)"
+  fi
+done
+# Ubuntu minimized images: /usr/bin/man is diverted to a script that says "minimized".
+if command -v dpkg-divert >/dev/null && dpkg-divert --list /usr/bin/man 2>/dev/null | grep -q .; then
+  rm -f /usr/bin/man
+  dpkg-divert --quiet --remove --rename /usr/bin/man || true
+fi
+
+apt-get update -qq
+
+# 2. Which packages exist here (names differ between releases).
+if [[ -n ${MANPAGES_LANGS:-} ]]; then
+  candidates=(manpages)
+  for l in $MANPAGES_LANGS; do candidates+=("manpages-$l"); done
+else
+  mapfile -t candidates < <(apt-cache search --names-only '^manpages(-[a-z][a-z](-[a-z][a-z])?)?$' | awk '{print $1}' | sort -u)
+fi
+pkgs=()
+for p in "${candidates[@]}"; do
+  case $p in manpages-dev|manpages-posix*|manpages-pt) continue ;; esac  # not a language / dummy
+  if apt-cache show "$p" >/dev/null 2>&1; then
+    pkgs+=("$p")
+    if [[ ${MANPAGES_DEV:-0} == 1 ]] && apt-cache show "$p-dev" >/dev/null 2>&1; then pkgs+=("$p-dev"); fi
+  else
+    echo "install_manpages.sh: no package $p here, skipped" >&2
+  fi
+done
+tools=(man-db groff-base bsdextrautils)  # man, groff -Tutf8, col
+apt-cache show bsdextrautils >/dev/null 2>&1 || tools=(man-db groff-base bsdmainutils)
+
+echo "install_manpages.sh: installing ${pkgs[*]} ${tools[*]}"
+apt-get install -y --no-install-recommends "${tools[@]}" "${pkgs[@]}"
+
+# 3. Packages installed while the exclusion was active have no pages on disk: reinstall them.
+missing=()
+for p in "${pkgs[@]}"; do
+  first=$(dpkg -L "$p" 2>/dev/null | grep -E '^/usr/share/man/.+\.gz$' | head -n 1 || true)
+  if [[ -n $first && ! -e $first ]]; then missing+=("$p"); fi
+done
+if (( ${#missing[@]} )); then
+  echo "install_manpages.sh: reinstalling (pages were excluded before): ${missing[*]}"
+  apt-get install -y --reinstall --no-install-recommends "${missing[@]}"
+fi
+
+dpkg-query -W -f='${Package}\t${Version}\n' "${pkgs[@]}"
+echo "install_manpages.sh: done"
