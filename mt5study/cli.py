@@ -6,7 +6,6 @@ Every command validates its params before anything starts; a ConfigError exits w
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_launch(a: argparse.Namespace) -> int:
-    from mt5study.launch import accelerate_command, exit_code, launch_env
+    from mt5study.launch import accelerate_command, call_forwarding_signals, exit_code, launch_env
 
     params = config.load(a.params, _overrides(a.set))
     extra = [f"--set={s}" for s in a.set or []]
@@ -49,7 +48,7 @@ def cmd_launch(a: argparse.Namespace) -> int:
     if a.dry_run:
         print(" ".join(cmd))
         return 0
-    return exit_code(a.out, subprocess.call(cmd, env=launch_env()))
+    return exit_code(a.out, call_forwarding_signals(cmd, launch_env(params.run.processes_per_node)))
 
 
 def cmd_etl(a: argparse.Namespace) -> int:
@@ -58,6 +57,14 @@ def cmd_etl(a: argparse.Namespace) -> int:
     params = config.load(a.params, _overrides(a.set))
     manifest = run(params, a.out, overwrite=a.overwrite)
     print(f"mt5study etl: wrote {a.out} ({len(manifest.get('languages', []))} languages)")
+    return 0
+
+
+def cmd_study(a: argparse.Namespace) -> int:
+    from mt5study import pipeline
+
+    params = config.load(a.pipeline)
+    pipeline.run(params, only=a.only)
     return 0
 
 
@@ -92,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("etl", help="build the pretraining dataset and tokenizer")
     _add_params(p)
     p.set_defaults(func=cmd_etl)
+
+    p = sub.add_parser("study", help="run the default study end to end (notebooks via papermill)")
+    p.add_argument("--pipeline", default=str(Path(__file__).resolve().parent.parent / "params" / "cpu" / "pipeline.yaml"),
+                   help="pipeline params file (default: params/cpu/pipeline.yaml)")
+    p.add_argument("--only", nargs="+", help="run only these steps")
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("info", help="presets and their parameter counts")
     p.set_defaults(func=cmd_info)

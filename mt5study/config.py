@@ -138,6 +138,7 @@ class TrainParams(Section):
 KINDS: dict[str, str] = {
     "etl": "mt5study.data.config:ETLParams",
     "study": "mt5study.studies.config:StudyParams",
+    "pipeline": "mt5study.pipeline:PipelineParams",
 }
 
 

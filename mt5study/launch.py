@@ -111,17 +111,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_env() -> dict[str, str]:
-    """Environment for launched processes: quiet, single-threaded BLAS per rank on CPU."""
+def launch_env(processes_per_node: int = 1) -> dict[str, str]:
+    """Environment for launched processes: quiet; on CPU the cores shared out between ranks."""
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("PYTHONUNBUFFERED", "1")
     if not _has_cuda():
-        # DeepSpeed picks its accelerator at import; make the CPU choice explicit and keep each
-        # of the (few) ranks from oversubscribing the cores with BLAS threads.
+        # DeepSpeed picks its accelerator at import; make the CPU choice explicit, and give each
+        # rank its share of the cores so that ranks x threads does not oversubscribe them.
         env.setdefault("DS_ACCELERATOR", "cpu")
-        env.setdefault("OMP_NUM_THREADS", "1")
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes_per_node)))
     return env
+
+
+def call_forwarding_signals(cmd: Sequence[str], env: dict[str, str], **popen: Any) -> int:
+    """Run a launch, passing SIGUSR1/SIGTERM on to the training ranks only.
+
+    The launchers (accelerate, torchrun) would die on SIGUSR1, so they start with it ignored
+    (an ignored signal stays ignored across exec); the ranks install their own handler, and
+    checkpoint. Slurm's `--signal=USR1@T` reaches every process of a step: the same rule holds.
+    """
+    import signal
+
+    import psutil
+
+    old = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        proc = subprocess.Popen(list(cmd), env=env, **popen)
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+    def forward(signum, frame):  # noqa: ARG001
+        try:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.send_signal(signal.SIGUSR1)  # launchers ignore it, ranks checkpoint
+        except psutil.Error:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _has_cuda() -> bool:
@@ -151,13 +183,13 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     log = Path(log_path) if log_path else out / "launch.log"
     with open(log, "a", encoding="utf-8") as f:  # appended: a resumed run keeps its history
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=launch_env())
+        code = call_forwarding_signals(cmd, launch_env(params.run.processes_per_node), stdout=f, stderr=subprocess.STDOUT)
     summary_path = out / "summary.json"
-    if proc.returncode != EXIT_OK or not summary_path.exists():
+    if code != EXIT_OK or not summary_path.exists():
         tail = log.read_text(encoding="utf-8", errors="replace")[-4000:]
         if check:
-            raise RuntimeError(f"training in {out} exited {proc.returncode}; log {log}:\n{tail}")
-        return {"status": "failed", "exit_code": proc.returncode, "log": str(log)}
+            raise RuntimeError(f"training in {out} exited {code}; log {log}:\n{tail}")
+        return {"status": "failed", "exit_code": code, "log": str(log)}
     return read_json(summary_path)
 
 

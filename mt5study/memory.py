@@ -9,7 +9,9 @@ gradients (before reduce-scatter) at a time; that working set is counted as the 
 the convention of DeepSpeed's own estimator (`deepspeed.runtime.zero.stage3`). Offload follows
 ZeRO-Offload (Ren et al. 2021): the optimizer states and the fp32 gradient partition that the CPU
 Adam step reads move to host memory, and with "optimizer+params" (ZeRO-3 only) the 16-bit
-parameter partition too.
+parameter partition too. Not modelled: communication buckets (reduce_bucket_size,
+allgather_bucket_size, stage3_prefetch_bucket_size, up to stage3_max_live_parameters gathered at
+once), the CUDA context and allocator fragmentation; `fits_table` leaves headroom for them.
 
 Activations are counted tensor by tensor for the Hugging Face MT5 implementation (in the spirit of
 Korthikanti et al. 2022, "Reducing Activation Recomputation", sec. 4.1, adapted from GPT to T5's
@@ -127,6 +129,9 @@ def activation_breakdown(preset: str, precision: str, micro_batch: int, input_le
     first, while everything above is still held: that moment is the activation peak.
     With activation checkpointing only each layer's input (d_model per position) is kept, plus one
     layer recomputed in backward; the head and norms outside the layers are not checkpointed.
+    (The loss gradient and a block's recompute are not alive at the same moment; adding both
+    errs on the safe side.) Against the tensors autograd saves for `tiny` and `mini` on CPU the
+    count is 3-10 % low (tests/test_memory.py); at mT5 sizes it has not been measured on a GPU.
 
     Known to be loose: allocator fragmentation and short-lived temporaries inside an op are not
     counted; no dropout (mT5 pretrains without; dropout adds a 1-byte mask per element); a model
@@ -158,12 +163,13 @@ def activation_breakdown(preset: str, precision: str, micro_batch: int, input_le
     head = lt * v * (p + FP32)  # logits in the compute dtype, fp32 log-probs kept by the loss
     loss_backward = lt * v * FP32  # fp32 gradient of the log-probs, first thing backward makes
     if activation_checkpointing:
-        encoder = n * li * d * p + enc_layer  # layer inputs + one recompute (the larger layer
-        decoder = n * lt * d * p + max(dec_layer - enc_layer, 0)  # is counted once)
+        encoder, decoder = n * li * d * p, n * lt * d * p  # each block's input only
+        recompute = max(enc_layer, dec_layer)  # backward recomputes one block at a time
     else:
-        encoder, decoder = n * enc_layer, n * dec_layer
-    parts = {"encoder": encoder, "decoder": decoder, "position_bias": position_bias,
-             "final_norms": final_norms, "head": head, "loss_backward": loss_backward}
+        encoder, decoder, recompute = n * enc_layer, n * dec_layer, 0
+    parts = {"encoder": encoder, "decoder": decoder, "recompute": recompute,
+             "position_bias": position_bias, "final_norms": final_norms, "head": head,
+             "loss_backward": loss_backward}
     return {k: int(val) * micro_batch for k, val in parts.items()}
 
 
@@ -192,15 +198,20 @@ def estimate(preset: str, zero_stage: int, precision: str, n_gpus: int, micro_ba
 def deepspeed_estimate(preset: str, zero_stage: int, n_gpus: int, gpus_per_node: int | None = None,
                        offload: str | None = None, zero_init: bool = True,
                        additional_buffer_factor: float = 1.5) -> dict[str, int]:
-    """DeepSpeed's own ZeRO-2/3 model-state estimate: bytes per GPU (`gpu`) and per node (`cpu`).
+    """DeepSpeed's own ZeRO-2/3 model-state estimate: bytes per GPU (`gpu`) and host bytes (`cpu`).
+
+    `cpu` is DeepSpeed's host figure as it computes it: per node for ZeRO-3, and for ZeRO-2 a
+    whole-job figure (its `max(4 x total GPUs, 16)` bytes per parameter), both times its buffer
+    factor.
 
     Calls `estimate_zero3_model_states_mem_needs` / `estimate_zero2_model_states_mem_needs`, the
     functions that the printing `..._all_cold` helpers call, with parameter counts from the
-    architecture, so no model is allocated. DeepSpeed assumes 16-bit training. Its per-parameter
-    bytes differ from the ZeRO paper's: it counts an fp32 gradient partition (the 16-bit gradient
-    is upcast before the optimizer step), 18 bytes where `model_state_bytes` counts 16 for ZeRO-3,
-    and 2 + 18 bytes where it counts 16 for ZeRO-2 (the replicated 16-bit parameters plus 2
-    16-bit grads + 4 fp32 grads + 12 optimizer bytes, partitioned).
+    architecture, so no model is allocated. DeepSpeed assumes 16-bit training. Both count the
+    same ZeRO-3 working set as `model_state_bytes` (4 bytes x largest layer), but DeepSpeed adds
+    an fp32 gradient partition (the 16-bit gradient is upcast before the optimizer step):
+    ZeRO-3, 18/n bytes per parameter where `model_state_bytes` counts 16/n (2 params + 4 fp32
+    grads + 12 optimizer); ZeRO-2, 2 + 18/n where it counts 2 + 14/n (the fp32 gradients beside
+    the 16-bit ones). With offload both agree exactly on the GPU.
     """
     _check(preset, None, zero_stage, n_gpus, offload)
     if zero_stage not in (2, 3):

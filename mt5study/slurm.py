@@ -127,7 +127,7 @@ forward() {
 trap 'forward USR1' USR1
 trap 'forward TERM' TERM
 
-(exec "${CMD[@]}") &
+(trap '' USR1; exec "${CMD[@]}") &
 CHILD=$!
 [[ -n $SIGNALLED ]] && forward "$SIGNALLED"  # a signal that came before the child existed
 while :; do

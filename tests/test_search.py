@@ -152,6 +152,7 @@ def test_two_worker_processes_share_one_journal(tmp_path):
         assert p.returncode == 0, output
     ran = [json.loads(out.read_text()) for out in outs]
     assert all(len(r) > 0 for r in ran), [len(r) for r in ran]  # both did work
+    print("trials per worker", [len(r) for r in ran])
     assert keys(ran[0] + ran[1]) == GRID_KEYS  # each point trained by exactly one worker
     df = results(make_study("shared", journal, SPACE, min_resource=3))
     assert len(df) == 25 and len(finished(df)) == 25 and df.duplicate_of.isna().all()
@@ -209,5 +210,5 @@ if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
     _, _, journal_path, study_name, out_path = sys.argv
     calls: list = []
     worker_study = make_study(study_name, journal_path, SPACE, min_resource=3)
-    run_search(worker_study, make_objective(calls, delay=0.01))
+    run_search(worker_study, make_objective(calls, delay=0.02))
     Path(out_path).write_text(json.dumps(calls))

@@ -201,8 +201,8 @@ def test_runner_adds_resume_on_restart(tmp_path):
     assert "ARGS ['--resume'] 1" in log
 
 
-# A parent without a USR1 handler (like papermill or the kernel) starts the "trainer" in a new
-# session (as jupyter_client and torch elastic do); only the trainer handles USR1 and TERM, and
+# A parent without a USR1 handler (like papermill or the kernel) starts, through a bash, the
+# "trainer" in a new session (as jupyter_client and torch elastic do); only the trainer handles USR1 and TERM, and
 # it takes a second to "checkpoint" before it exits 3.
 TREE = """
 import os, pathlib, subprocess, sys
@@ -217,9 +217,12 @@ def stop(sig, frame):
 signal.signal(signal.SIGUSR1, stop)
 signal.signal(signal.SIGTERM, stop)
 (out / "ready").write_text(str(os.getpgid(0)))
-time.sleep(60)
+time.sleep(20)
 '''
-child = subprocess.Popen([sys.executable, "-c", trainer], start_new_session=True)
+# bash in between (it stays: two commands), like accelerate's launcher; the trainer's output
+# does not hold the job's log pipe open, so the runner alone decides when the job ends.
+child = subprocess.Popen(["bash", "-c", '"$0" -c "$1" >/dev/null 2>&1; exit $?', sys.executable, trainer],
+                         start_new_session=True)
 code = child.wait()
 (out / "parent_saw").write_text(str(code))
 sys.exit(PARENT_EXIT)

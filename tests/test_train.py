@@ -95,8 +95,7 @@ def test_zero3_saved_weights_are_complete_and_equal_the_trained_ones(zero3_run):
 def test_resume_is_exact(tiny_params, runs_dir, zero3_run):
     out = runs_dir / "resumed"
     r = subprocess.run([sys.executable, "-m", "mt5study.cli", "launch", "--params", str(tiny_params),
-                        "--out", str(out), "--stop-at-step", "3"], capture_output=True, text=True,
-                       env=launch.launch_env())
+                        "--out", str(out), "--stop-at-step", "3"], capture_output=True, text=True)
     assert r.returncode == launch.EXIT_PREEMPTED, r.stderr[-2000:]
     first = records.read_json(out / "summary.json")
     assert first["status"] == "preempted" and first["steps"] == 3
@@ -113,7 +112,7 @@ def test_completed_run_is_not_overwritten(tiny_params, zero3_run):
     out, _ = zero3_run
     before = (out / "summary.json").read_text()
     r = subprocess.run([sys.executable, "-m", "mt5study.cli", "launch", "--params", str(tiny_params), "--out", str(out)],
-                       capture_output=True, text=True, env=launch.launch_env())
+                       capture_output=True, text=True)
     assert r.returncode != 0
     assert "completed run" in r.stderr
     assert (out / "summary.json").read_text() == before
@@ -133,3 +132,26 @@ def test_fp16_on_cpu_is_recorded_unsupported(tiny_params, runs_dir):
     if torch.cuda.is_available():
         pytest.skip("fp16 is supported here")
     assert summary["status"] == "unsupported" and "fp16" in summary["reason"]
+
+
+def test_sigusr1_checkpoints_and_resume_loses_no_step(tiny_params, runs_dir):
+    """Slurm's warning signal: the ranks checkpoint, the launch exits 3, --resume finishes."""
+    import signal
+    import time
+
+    out = runs_dir / "signalled"
+    args = [sys.executable, "-m", "mt5study.cli", "launch", "--params", str(tiny_params), "--out", str(out),
+            "--set", "run.steps=60", "--set", "run.log_every=1", "--set", "run.eval_every=0"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(records.read_metrics(out / "metrics.jsonl")) < 3:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == launch.EXIT_PREEMPTED, err[-2000:]
+    first = records.read_json(out / "summary.json")
+    assert first["status"] == "preempted" and 3 <= first["steps"] < 60
+    r = subprocess.run(args + ["--resume"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert records.read_json(out / "summary.json")["status"] == "completed"
+    assert [row["step"] for row in records.read_metrics(out / "metrics.jsonl")] == list(range(1, 61))

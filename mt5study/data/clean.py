@@ -60,13 +60,13 @@ def remove_control_chars(text: str) -> str:
 def langid_codes(lang: str, extra: dict[str, list[str]] | None = None) -> set[str] | None:
     """py3langid codes accepted for `lang`; None where py3langid cannot check it
     (romanised '-Latn' variants, 'und', languages outside its model)."""
-    from py3langid.langid import IDENTIFIER
+    from py3langid.langid import _get_identifier  # the model that py3langid.classify uses
 
     if lang.lower().endswith("-latn") or lang == "und":
         return None
     base = re.split(r"[-_]", lang)[0].lower()
     codes = set(LANGID_EQUIVALENTS.get(base, {base})) | set((extra or {}).get(lang, []))
-    known = set(IDENTIFIER.nb_classes)
+    known = set(_get_identifier().nb_classes)
     return codes if codes & known else None
 
 

@@ -157,5 +157,6 @@ class NoiseScaleTracker:
     def from_state_dict(cls, state: dict[str, float]) -> "NoiseScaleTracker":
         """Rebuild a tracker saved with `state_dict`."""
         tracker = cls(state["b_small"], state["b_big"], state["ema_decay"])
-        tracker.steps, tracker._grad_sq, tracker._trace = int(state["steps"]), state["grad_sq"], state["trace"]
+        tracker.steps = int(state["steps"])
+        tracker._grad_sq, tracker._trace = float(state["grad_sq"]), float(state["trace"])
         return tracker

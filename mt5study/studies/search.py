@@ -93,7 +93,8 @@ def make_study(name: str, storage_path: str | Path, search_space: Mapping[str, S
     if isinstance(reduction_factor, bool) or not isinstance(reduction_factor, int) or reduction_factor < 2:
         raise ValueError(f"reduction_factor must be an integer >= 2, got {reduction_factor!r}")
     if pruner == "hyperband" and (not isinstance(max_resource, int) or max_resource <= min_resource):
-        raise ValueError(f"pruner 'hyperband' needs max_resource > min_resource (steps), got {max_resource!r}")
+        raise ValueError(f"pruner 'hyperband' needs max_resource > min_resource (steps), "
+                         f"got {max_resource!r}")
     space = _check_space(search_space, batch_key)
     settings = {"search_space": space, "sampler": sampler, "pruner": pruner, "batch_key": batch_key}
 
@@ -196,7 +197,8 @@ def run_search(study: optuna.Study, objective: Objective, n_trials: int | None =
     settings = json.loads(study.user_attrs["settings"])
     space, batch_key = settings["search_space"], settings["batch_key"]
     if n_trials is None and settings["sampler"] != "grid":
-        raise ValueError(f"n_trials=None runs until the grid is done; sampler {settings['sampler']!r} needs a number")
+        raise ValueError(f"n_trials=None runs until the grid is done; sampler "
+                         f"{settings['sampler']!r} needs a number")
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 0):
         raise ValueError(f"n_trials must be an integer >= 0 or None, got {n_trials!r}")
     ran = 0
@@ -252,7 +254,7 @@ def results(study: optuna.Study):
 
 
 def grid_vs_pruned(grid_results, pruned_results, tolerance: float = 0.01) -> dict[str, Any]:
-    """Did the pruned search find the grid's best (same point, or value within `tolerance`), at what compute?"""
+    """Did the pruned search find the grid's best (same point, or within `tolerance`), for what compute?"""
     grid, pruned = (r if hasattr(r, "columns") else results(r) for r in (grid_results, pruned_results))
     names = grid.attrs.get("params") or [c for c in grid.columns if c not in
                                          ("number", "state", "value", "last_step", "compute", "duplicate_of")]
@@ -262,7 +264,8 @@ def grid_vs_pruned(grid_results, pruned_results, tolerance: float = 0.01) -> dic
         if done.empty:
             raise ValueError(f"{label} results have no completed trial")
         row = done.loc[done.value.idxmin()]
-        best[label] = ({k: row[k] for k in names}, float(row.value))
+        config = {k: row[k].item() if hasattr(row[k], "item") else row[k] for k in names}  # plain types
+        best[label] = (config, float(row.value))
     (g_params, g_value), (p_params, p_value) = best["grid"], best["pruned"]
     grid_compute, pruned_compute = float(grid.compute.sum()), float(pruned.compute.sum())
     same = g_params == p_params

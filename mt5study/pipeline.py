@@ -1,0 +1,92 @@
+"""The default study end to end: notebooks executed by papermill, in order, into outputs/.
+
+A pipeline params file (top-level key `pipeline:`) lists steps; each step is a notebook run with
+its params file (papermill injects `params_path`, `out_dir` and `overrides`) or a training launch.
+The executed notebooks land in `outputs/notebooks/`, the run folders under `outputs/<name>/`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from mt5study import records
+from mt5study.config import Section
+from mt5study.paths import NOTEBOOKS, OUTPUTS, ROOT
+
+KERNEL = "mt5study"  # registered by scripts/setup.sh (ipykernel install --sys-prefix)
+
+
+class Step(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """Step name; also the output folder outputs/<name>."""
+    kind: Literal["notebook", "train"] = "notebook"
+    notebook: str | None = None
+    """Notebook under notebooks/ (kind=notebook)."""
+    params: str
+    """Params file, relative to the repository root."""
+    overrides: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _notebook_named(self) -> "Step":
+        if self.kind == "notebook" and not self.notebook:
+            raise ValueError(f"step {self.name!r}: kind=notebook needs `notebook`")
+        return self
+
+
+class Pipeline(Section):
+    steps: list[Step] = Field(min_length=1)
+    kernel: str = KERNEL
+
+
+class PipelineParams(Section):
+    pipeline: Pipeline
+
+
+def resolve(path: str | Path) -> Path:
+    """A path from params, relative to the repository root unless absolute."""
+    p = Path(path)
+    return p if p.is_absolute() else ROOT / p
+
+
+def run_step(step: Step, kernel: str = KERNEL, outputs: Path = OUTPUTS) -> dict[str, Any]:
+    """Run one step; returns what it did and how long it took."""
+    from mt5study import config, launch
+
+    params_path = resolve(step.params)
+    config.load(params_path, step.overrides or None)  # refuse bad params before starting
+    out_dir = outputs / step.name
+    t0 = time.perf_counter()
+    if step.kind == "train":
+        summary = launch.run(params_path, out_dir, overrides=step.overrides or None)
+        result = {"status": summary.get("status")}
+    else:
+        import papermill
+
+        executed = outputs / "notebooks" / Path(step.notebook).name
+        executed.parent.mkdir(parents=True, exist_ok=True)
+        papermill.execute_notebook(
+            str(NOTEBOOKS / step.notebook), str(executed),
+            parameters={"params_path": str(params_path), "out_dir": str(out_dir), "overrides": dict(step.overrides)},
+            kernel_name=kernel, cwd=str(NOTEBOOKS), progress_bar=False,
+        )
+        result = {"status": "completed", "notebook": str(executed)}
+    return {"step": step.name, **result, "seconds": time.perf_counter() - t0}
+
+
+def run(params: PipelineParams, only: list[str] | None = None, outputs: Path = OUTPUTS) -> list[dict[str, Any]]:
+    """Run the pipeline's steps in order (or the named ones) and record their timings."""
+    steps = [s for s in params.pipeline.steps if not only or s.name in only]
+    unknown = set(only or []) - {s.name for s in params.pipeline.steps}
+    if unknown:
+        raise ValueError(f"no pipeline step named {sorted(unknown)}")
+    done = []
+    for step in steps:
+        print(f"[mt5study study] {step.name} ...", flush=True)
+        done.append(run_step(step, params.pipeline.kernel, outputs))
+        print(f"[mt5study study] {step.name}: {done[-1]['status']} in {done[-1]['seconds']:.0f} s", flush=True)
+        records.write_json_atomic(outputs / "pipeline.json", {"steps": done, "env": records.environment()})
+    return done

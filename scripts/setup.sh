@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install everything the study and its tests need on a fresh machine:
+#   - as root on Debian/Ubuntu: the apt packages (translated manual pages for the default corpus,
+#     groff to render them; Slurm for the cluster tests);
+#   - a virtual environment with torch first (2.13.0; the CPU wheel where one is on disk), then
+#     the project and its dev extra pinned by requirements-lock.txt (the exact set CI installs).
+set -euo pipefail
+VENV=${1:-.venv}
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  [ -f scripts/install_manpages.sh ] && bash scripts/install_manpages.sh
+  [ -f scripts/slurm/install.sh ] && bash scripts/slurm/install.sh
+fi
+
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# torch before anything else: a bare `torch` requirement would pull a multi-GB CUDA build.
+"$VENV/bin/python" -m pip install -q "torch==2.13.0"
+"$VENV/bin/python" -m pip install -q -c requirements-lock.txt -e ".[dev]"
+# The kernel the notebooks name, so papermill/nbval/JupyterLab run them in this environment.
+"$VENV/bin/python" -m ipykernel install --sys-prefix --name mt5study --display-name "mt5study" >/dev/null
+echo "setup: $("$VENV/bin/python" -c 'import torch, transformers, deepspeed; print("torch", torch.__version__, "transformers", transformers.__version__, "deepspeed", deepspeed.__version__)')"

@@ -1,0 +1,49 @@
+"""Packaging: environment.yml, pyproject and the lock agree; the console script exists."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+
+import yaml
+
+from mt5study.paths import ROOT
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[; ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def pyproject_requirements() -> list[str]:
+    d = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return d["project"]["dependencies"] + d["project"]["optional-dependencies"]["dev"]
+
+
+def test_environment_yml_lists_the_same_dependencies():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(x["pip"] for x in env["dependencies"] if isinstance(x, dict) and "pip" in x)
+    conda_side = sorted(r for r in pip if not r.startswith("-e"))
+    assert sorted(conda_side) == sorted(pyproject_requirements())  # same names and specifiers
+
+
+def test_lock_pins_every_requirement():
+    lock = {_name(line): line for line in (ROOT / "requirements-lock.txt").read_text().splitlines()
+            if line and not line.startswith("#")}
+    missing = [r for r in pyproject_requirements() if _name(r) not in lock]
+    assert not missing, f"requirements-lock.txt lacks {missing}"
+    assert all("==" in line for line in lock.values())
+
+
+def test_transformers_is_held_below_5():
+    # transformers 5 ties mT5's output layer to the input embedding (see pyproject comment)
+    import transformers
+
+    assert int(transformers.__version__.split(".")[0]) < 5
+
+
+def test_console_script():
+    r = subprocess.run([sys.executable, "-m", "mt5study.cli", "info"], capture_output=True, text=True)
+    assert r.returncode == 0
+    assert "12,921,057,280" in r.stdout
