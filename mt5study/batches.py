@@ -54,7 +54,9 @@ def load_splits(cfg: DataConfig, seed: int) -> dict[str, Any]:
         return synthetic_splits(cfg, seed)
     import datasets
 
-    root = Path(cfg.path)
+    from mt5study.paths import ROOT
+
+    root = Path(cfg.path) if Path(cfg.path).is_absolute() else ROOT / cfg.path  # relative: to the repo
     manifest_path = root / "manifest.json"
     if not manifest_path.exists():
         raise FileNotFoundError(f"data.path={root}: no manifest.json (not a completed ETL output)")

@@ -53,7 +53,7 @@ class SyntheticData(Section):
 
 class DataConfig(Section):
     path: str | None = None
-    """ETL output folder (Arrow DatasetDict with train/validation); None = synthetic."""
+    """ETL output folder (relative to the repository root unless absolute); None = synthetic."""
     synthetic: SyntheticData = SyntheticData()
     input_length: int = Field(default=64, gt=0)  # encoder tokens per example
     target_length: int = Field(default=16, gt=0)  # decoder tokens per example
@@ -68,10 +68,12 @@ class OptimConfig(Section):
     beta1: float = Field(default=0.9, ge=0.0, lt=1.0)
     beta2: float = Field(default=0.999, ge=0.0, lt=1.0)
     eps: float = Field(default=1e-8, gt=0.0)
-    schedule: Literal["inverse_sqrt", "cosine", "constant"] = "constant"
+    schedule: Literal["inverse_sqrt", "cosine", "constant", "exponential"] = "constant"
+    """exponential: lr * range_start_ratio**(1 - s/(steps-1)), the LR range test's sweep."""
     warmup_steps: int = Field(default=0, ge=0)  # optimizer steps of linear warm-up
     min_lr_ratio: float = Field(default=0.0, ge=0.0, le=1.0)  # cosine floor, fraction of lr
     grad_clip: float = Field(default=1.0, ge=0.0)  # max global grad norm; 0 disables
+    range_start_ratio: float = Field(default=1e-3, gt=0.0, le=1.0)  # exponential: first lr / lr
 
 
 class RunConfig(Section):
@@ -90,6 +92,7 @@ class RunConfig(Section):
     fp16_initial_scale_power: int = Field(default=16, ge=0, le=32)  # initial loss scale 2**k
     log_every: int = Field(default=1, gt=0)  # steps between metric lines
     eval_every: int = Field(default=0, ge=0)  # steps between held-out evaluations; 0 = end only
+    eval_steps: list[int] = []  # further steps to evaluate at (e.g. a search's rungs)
     eval_batches: int = Field(default=2, gt=0)  # micro-batches per rank per evaluation
     checkpoint_every: int = Field(default=0, ge=0)  # steps between checkpoints; 0 = end only
     peak_tflops_per_device: float | None = Field(default=None, gt=0.0)

@@ -45,7 +45,12 @@ def lr_multiplier(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:
         k = max(1, w)
         return math.sqrt(k) / math.sqrt(max(s + 1, k))
 
-    return {"constant": constant, "cosine": cosine, "inverse_sqrt": inverse_sqrt}[cfg.schedule]
+    def exponential(s: int) -> float:
+        # Smith's LR range test: geometric sweep from range_start_ratio * lr up to lr
+        return cfg.range_start_ratio ** (1.0 - min(1.0, s / max(1, total_steps - 1)))
+
+    return {"constant": constant, "cosine": cosine, "inverse_sqrt": inverse_sqrt,
+            "exponential": exponential}[cfg.schedule]
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -158,6 +158,7 @@ def train(params: TrainParams, out_dir: str | Path, resume: bool = False, overwr
         params.model.preset, dcfg.input_length, dcfg.target_length, vocab)
     peak_flops = run.peak_tflops_per_device * 1e12 * world if run.peak_tflops_per_device else None
     device = accelerator.device
+    eval_steps = set(run.eval_steps)
     stopper = _Stop()
     flag_group = _cpu_group()
 
@@ -220,7 +221,8 @@ def train(params: TrainParams, out_dir: str | Path, resume: bool = False, overwr
             steps_in_log += 1
             bar.update(1)
 
-            log_now = step % run.log_every == 0 or step == run.steps
+            eval_now = bool(run.eval_every and step % run.eval_every == 0) or step in eval_steps
+            log_now = step % run.log_every == 0 or step == run.steps or eval_now
             if log_now:
                 bad_step = int(accelerator.reduce(first_bad, reduction="max").item())
                 if bad_step >= 0:
@@ -228,12 +230,12 @@ def train(params: TrainParams, out_dir: str | Path, resume: bool = False, overwr
                                   final_train_loss=float("nan"), final_eval_loss=None)
                 elapsed = time.perf_counter() - t_log
                 train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / steps_in_log
-                if run.eval_every and step % run.eval_every == 0:
+                if eval_now:
                     last_eval = evaluate()
                 row = _metrics_row(engine, step, train_loss, step_lr, elapsed, steps_in_log,
                                    tokens_per_step, flops_per_step, peak_flops, tokens_seen, last_eval,
                                    accelerator, run.precision)
-                if run.eval_every and step % run.eval_every == 0:
+                if eval_now:
                     row["eval_loss"] = last_eval
                 if metrics:
                     metrics.write(json.dumps(row) + "\n")

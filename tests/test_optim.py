@@ -37,3 +37,9 @@ def test_optimizers(name):
     n = sum(p.numel() for g in opt.param_groups for p in g["params"])
     assert n == m.num_parameters()
     assert opt.param_groups[1]["weight_decay"] == 0.0  # norms and position biases
+
+
+def test_exponential_range_sweep():
+    f = lr_multiplier(OptimConfig(lr=1.0, schedule="exponential", range_start_ratio=1e-4), 5)
+    assert f(0) == pytest.approx(1e-4) and f(4) == pytest.approx(1.0)
+    assert f(2) == pytest.approx(1e-2)  # geometric midpoint

@@ -1,0 +1,147 @@
+"""Study params: a base run params file, axes to vary, and a token budget per trial.
+
+    study:
+      name: precision
+      base: params/cpu/mini.yaml
+      axes:                              # the grid: every combination is a trial
+        run.precision: [fp32, bf16, fp16]
+        run.zero_stage: [0, 3]
+      budget_tokens: 61440               # tokens (inputs + targets) each trial trains on
+      fixed: {run.eval_every: 20}        # overrides applied to every trial
+
+Every trial's params are validated (base + fixed + axis values + derived steps) before any
+trial launches: a value the config rejects stops the study naming the trial and key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from mt5study import config
+from mt5study.config import ConfigError, Section, TrainParams
+
+
+class SearchConfig(Section):
+    """Early-stopping search over the axes (Optuna; see mt5study.studies.search)."""
+
+    sampler: Literal["grid", "tpe"] = "grid"
+    pruner: Literal["successive_halving", "hyperband", "none"] = "successive_halving"
+    reduction_factor: int = Field(default=3, ge=2)  # keep 1/factor of trials at each rung
+    min_steps: int = Field(default=5, gt=0)  # the first rung, in optimizer steps
+    n_trials: int | None = Field(default=None, gt=0)  # None: the whole grid (sampler=grid)
+    metric: Literal["eval_loss"] = "eval_loss"
+
+
+class LRRangeConfig(Section):
+    """Smith's learning-rate range test: lr grows geometrically over one short run."""
+
+    min_lr: float = Field(gt=0.0)
+    max_lr: float = Field(gt=0.0)
+    steps: int = Field(default=60, gt=2)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LRRangeConfig":
+        if self.min_lr >= self.max_lr:
+            raise ValueError(f"min_lr={self.min_lr} must be below max_lr={self.max_lr}")
+        return self
+
+
+class NoiseScaleConfig(Section):
+    """Gradient noise scale measured on a trial's checkpoints (McCandlish et al. 2018)."""
+
+    b_small: int = Field(default=4, gt=0)  # examples per small-batch gradient
+    b_big: int = Field(default=64, gt=0)  # examples per big-batch gradient
+    repeats: int = Field(default=8, gt=0)  # big batches averaged per measurement
+
+
+class Study(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """Study name: its folder is outputs/<name>."""
+    base: str
+    """Base run params file (relative to the repository root)."""
+    axes: dict[str, list[Any]] = Field(min_length=1)
+    """Dotted run keys -> values; the grid is their product. `run.global_batch` sets grad_accum."""
+    budget_tokens: int = Field(gt=0)
+    """Tokens (inputs + targets) per trial: steps = budget / tokens per step."""
+    fixed: dict[str, Any] = {}
+    kind: Literal["grid", "search"] = "grid"
+    search: SearchConfig = SearchConfig()
+    lr_range: LRRangeConfig | None = None
+    noise_scale: NoiseScaleConfig | None = None
+
+    @model_validator(mode="after")
+    def _axes(self) -> "Study":
+        for key, values in self.axes.items():
+            if not values:
+                raise ValueError(f"axes.{key}: needs at least one value")
+            if len(set(map(repr, values))) != len(values):
+                raise ValueError(f"axes.{key}: repeated values {values}")
+        return self
+
+
+class StudyParams(Section):
+    study: Study
+
+
+def resolve(path: str | Path) -> Path:
+    from mt5study.paths import ROOT
+
+    p = Path(path)
+    return p if p.is_absolute() else ROOT / p
+
+
+def trial_name(values: dict[str, Any]) -> str:
+    """A folder-safe, stable name: 'precision=bf16__zero_stage=3'."""
+    parts = []
+    for key, v in values.items():
+        short = key.split(".")[-1]
+        parts.append(f"{short}={v}")
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", "__".join(parts))
+
+
+def grid(study: Study) -> list[dict[str, Any]]:
+    """Every combination of the axes, in axis order."""
+    keys = list(study.axes)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*study.axes.values())]
+
+
+def trial_overrides(study: Study, base: TrainParams, values: dict[str, Any], steps: int | None = None) -> dict[str, Any]:
+    """The overrides that turn the base run into this trial (batch arithmetic and steps derived)."""
+    ov = {**study.fixed, **values}
+    run = base.run
+    if "run.global_batch" in ov:
+        gb = ov["run.global_batch"]
+        micro = ov.get("run.micro_batch", run.micro_batch)
+        per_step = micro * run.world_size
+        if not isinstance(gb, int) or gb % per_step:
+            raise ConfigError(
+                f"{study.name}: run.global_batch={gb!r} is not a multiple of micro_batch {micro} x world size {run.world_size}")
+        ov["run.grad_accum"] = gb // per_step
+    gb = ov.get("run.global_batch") or ov.get("run.micro_batch", run.micro_batch) * ov.get("run.grad_accum", run.grad_accum) * run.world_size
+    tokens_per_step = gb * (base.data.input_length + base.data.target_length)
+    ov["run.steps"] = steps or max(1, study.budget_tokens // tokens_per_step)
+    return ov
+
+
+def validate_trials(params: StudyParams, source: str) -> tuple[Path, list[tuple[str, dict[str, Any]]]]:
+    """Validate every trial's params before anything launches; return (base path, trials)."""
+    study = params.study
+    base_path = resolve(study.base)
+    base = config.load(base_path)
+    if not isinstance(base, TrainParams):
+        raise ConfigError(f"{source}: study.base={study.base} is not a training params file")
+    trials = []
+    for values in grid(study):
+        name = trial_name(values)
+        ov = trial_overrides(study, base, values)
+        try:
+            config.load(base_path, ov)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: trial {name} ({values}) is invalid:\n{e}") from None
+        trials.append((name, ov))
+    return base_path, trials

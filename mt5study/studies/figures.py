@@ -1,0 +1,120 @@
+"""Tables and seaborn figures of the studies, read only from the results tables (Parquet).
+
+Notebooks call these; each returns a DataFrame or a matplotlib Figure and never trains.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+GIB = 2**30
+
+
+def read(root: str | Path, name: str = "results") -> pd.DataFrame:
+    """A study table: <root>/grid/results.parquet by default."""
+    root = Path(root)
+    path = root / f"{name}.parquet" if (root / f"{name}.parquet").exists() else root / "grid" / f"{name}.parquet"
+    return pd.read_parquet(path)
+
+
+def precision_table(results: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """Per precision x ZeRO stage: time, speed, memory, final losses, divergence; stable rounding."""
+    cols = ["precision", "zero_stage", "status", "steps", "wall_seconds", "tokens_per_second",
+            "peak_memory_bytes", "final_train_loss", "final_eval_loss", "diverged_at_step", "skipped_steps", "reason"]
+    t = results[[c for c in cols if c in results]].copy()
+    t["peak_memory_gib"] = t.pop("peak_memory_bytes") / GIB
+    order = {"fp32": 0, "bf16": 1, "fp16": 2}
+    t = t.sort_values(["precision", "zero_stage"], key=lambda s: s.map(order) if s.name == "precision" else s)
+    return t.reset_index(drop=True).round({"final_train_loss": digits, "final_eval_loss": digits,
+                                           "wall_seconds": 1, "tokens_per_second": 0, "peak_memory_gib": 3})
+
+
+def stable_view(table: pd.DataFrame, drop=("wall_seconds", "tokens_per_second", "peak_memory_gib", "mfu")) -> pd.DataFrame:
+    """The columns that must not change between runs of the same params (for nbval)."""
+    return table.drop(columns=[c for c in drop if c in table])
+
+
+def precision_bars(results: pd.DataFrame) -> plt.Figure:
+    """Wall time, tokens/s, peak memory and final eval loss per precision and ZeRO stage."""
+    t = results.copy()
+    t["peak_memory_gib"] = t["peak_memory_bytes"] / GIB
+    t["stage"] = "ZeRO-" + t["zero_stage"].astype(str)
+    ok = t[t["status"].isin(["completed", "diverged"])]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    for ax, (col, label) in zip(axes, [("wall_seconds", "wall time (s)"), ("tokens_per_second", "tokens/s"),
+                                        ("peak_memory_gib", "peak memory (GiB)"), ("final_eval_loss", "final eval loss")]):
+        if not ok.empty:
+            sns.barplot(data=ok, x="precision", y=col, hue="stage", ax=ax, order=[p for p in ("fp32", "bf16", "fp16") if p in set(ok.precision)])
+        ax.set_ylabel(label)
+        ax.set_xlabel("")
+    for ax in axes[1:]:
+        if ax.get_legend():
+            ax.get_legend().remove()
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(curves: pd.DataFrame, results: pd.DataFrame, hue: str, style: str | None = None,
+                x: str = "tokens", y: str = "loss") -> plt.Figure:
+    """Training (or eval) loss against tokens for every trial."""
+    keys = [k for k in (hue, style) if k]
+    data = curves.merge(results[["trial", *keys]], on="trial")
+    data = data[np.isfinite(data[y].astype(float))]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.lineplot(data=data, x=x, y=y, hue=hue, style=style, ax=ax, palette="viridis" if data[hue].dtype.kind in "if" else None)
+    ax.set_xlabel("tokens (inputs + targets)" if x == "tokens" else x)
+    fig.tight_layout()
+    return fig
+
+
+def loss_vs_lr(results: pd.DataFrame) -> plt.Figure:
+    """Final eval loss against learning rate, one line per global batch."""
+    ok = results[results["status"] == "completed"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(data=ok, x="lr", y="final_eval_loss", hue="global_batch", marker="o", ax=ax, palette="viridis")
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_ylabel("final eval loss")
+    fig.tight_layout()
+    return fig
+
+
+def lr_range_plot(curve: pd.DataFrame, suggestion: dict[str, Any]) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(data=curve, x="lr", y="loss", ax=ax)
+    for key, ls in (("lr_steepest", "--"), ("lr_min_loss_over_10", ":")):
+        ax.axvline(suggestion[key], ls=ls, color="grey", label=f"{key} = {suggestion[key]:.2g}")
+    ax.set_xscale("log")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def time_to_target(curves: pd.DataFrame, results: pd.DataFrame, target: float) -> pd.DataFrame:
+    """Per trial: the first step, tokens and wall seconds at which eval loss <= target."""
+    rows = []
+    for trial, c in curves.dropna(subset=["eval_loss"]).groupby("trial"):
+        hit = c[c["eval_loss"] <= target]
+        seconds = c["step_seconds"].cumsum() if "step_seconds" in c else None
+        first = hit.iloc[0] if not hit.empty else None
+        rows.append({"trial": trial, "reached": first is not None,
+                     "step": int(first["step"]) if first is not None else None,
+                     "tokens": int(first["tokens"]) if first is not None else None})
+    out = pd.DataFrame(rows).merge(results[["trial", "global_batch", "lr"]], on="trial")
+    return out.sort_values("trial").reset_index(drop=True)
+
+
+def compute_spent(grid: pd.DataFrame, search: pd.DataFrame) -> plt.Figure:
+    """Examples processed by the exhaustive grid and by the pruned search."""
+    fig, ax = plt.subplots(figsize=(4, 3.5))
+    sns.barplot(x=["grid", "pruned search"], y=[grid["compute"].sum(), search["compute"].sum()], ax=ax)
+    ax.set_ylabel("examples processed (steps x batch)")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,128 @@
+"""The study's headline findings, read only from the results tables (notebook 05)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mt5study import records
+from mt5study.paths import OUTPUTS
+
+
+def _results(study_dir: str | Path) -> pd.DataFrame:
+    path = Path(study_dir) / "grid" / "results.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no results table (run the study's notebook first)")
+    return pd.read_parquet(path)
+
+
+def findings(precision_dir: str | Path, batch_lr_dir: str | Path) -> dict[str, Any]:
+    """Best precision, best batch and learning rate, and what each study recorded."""
+    prec = _results(precision_dir)
+    ok = prec[prec.status == "completed"]
+    per_precision = (ok.groupby("precision")
+                       .agg(final_eval_loss=("final_eval_loss", "mean"),
+                            tokens_per_second=("tokens_per_second", "mean"),
+                            peak_memory_bytes=("peak_memory_bytes", "max"))
+                       .reset_index())
+    fastest = per_precision.sort_values("tokens_per_second", ascending=False).iloc[0]
+    not_run = prec[prec.status != "completed"][["precision", "zero_stage", "status", "reason"]]
+    bl = _results(batch_lr_dir)
+    done = bl[bl.status == "completed"]
+    best = done.loc[done.final_eval_loss.idxmin()]
+    env_path = next(iter(sorted(Path(precision_dir).glob("grid/trials/*/env.json"))), None)
+    env = records.read_json(env_path) if env_path else {}
+    return {
+        "hardware": env.get("hardware", {}),
+        "per_precision": per_precision.round(4).to_dict(orient="records"),
+        "fastest_precision": str(fastest.precision),
+        "not_completed": not_run.to_dict(orient="records"),
+        "best_batch": int(best.global_batch), "best_lr": float(best.lr),
+        "best_eval_loss": round(float(best.final_eval_loss), 4),
+        "batch_lr_trials": int(len(bl)), "batch_lr_completed": int(len(done)),
+    }
+
+
+def describe(f: dict[str, Any]) -> str:
+    lines = [f"Hardware: {f['hardware'].get('cpu')} ({f['hardware'].get('cpu_count')} cores), GPUs: {f['hardware'].get('gpus') or 'none'}"]
+    for r in f["per_precision"]:
+        lines.append(f"  {r['precision']}: eval loss {r['final_eval_loss']:.4f}, {r['tokens_per_second']:.0f} tokens/s")
+    for r in f["not_completed"]:
+        lines.append(f"  {r['precision']} ZeRO-{r['zero_stage']}: {r['status']} ({r.get('reason') or ''})")
+    lines.append(f"Fastest precision here: {f['fastest_precision']}")
+    lines.append(f"Best of {f['batch_lr_completed']}/{f['batch_lr_trials']} batch x lr trials: global batch "
+                 f"{f['best_batch']}, lr {f['best_lr']:g} (eval loss {f['best_eval_loss']:.4f})")
+    return "\n".join(lines)
+
+
+def fits_summary(fits: pd.DataFrame) -> pd.DataFrame:
+    """Fewest GPUs on which each precision x ZeRO stage x offload fits, per GPU size."""
+    cols = [c for c in fits if c.startswith("fits_")]
+    rows = []
+    for (prec, stage, off), g in fits.groupby(["precision", "zero_stage", "offload"]):
+        row = {"precision": prec, "zero_stage": stage, "offload": off}
+        for c in cols:
+            ok = g[g[c]]
+            row[f"min_gpus_{c[5:]}"] = int(ok.n_gpus.min()) if not ok.empty else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def recommend(f: dict[str, Any], fits: pd.DataFrame) -> str:
+    """Recommendations for the 13B run from the measured findings and the memory model."""
+    summary = fits_summary(fits)
+    bf16 = summary[(summary.precision == "bf16") & (summary.zero_stage == 3) & (summary.offload == "none")]
+    lines = ["- Precision: bf16 (mT5 was trained in bf16; fp16 overflows in T5's feed-forward, "
+             "transformers #9295/#10819) where the GPUs support it."]
+    if f["fastest_precision"] != "bf16":
+        lines.append(f"  Measured here {f['fastest_precision']} was fastest: this device has no native bf16.")
+    if not bf16.empty:
+        r = bf16.iloc[0]
+        sizes = [c for c in bf16 if c.startswith("min_gpus_")]
+        lines.append("- ZeRO-3 without offload fits mT5-XXL (bf16, activation checkpointing as needed) on at least "
+                     + ", ".join(f"{r[c]} GPUs of {c[9:]}" for c in sizes if r[c]))
+    lines.append(f"- Batch and learning rate: at this scale the best was global batch {f['best_batch']} at lr "
+                 f"{f['best_lr']:g}; rerun notebook 03 at the target scale (the search's journal lets Slurm array "
+                 "tasks share it) before the full run.")
+    return "\n".join(lines)
+
+
+def save(f: dict[str, Any], fits: pd.DataFrame, out_dir: str | Path | None = None) -> Path:
+    out = Path(out_dir) if out_dir else OUTPUTS / "report"
+    records.write_json_atomic(out / "report.json", {"findings": f, "env": records.environment()})
+    fits.to_parquet(out / "memory_fits.parquet", index=False)
+    return out / "report.json"
+
+
+def memory_vs_measured(study_dir: str | Path) -> pd.DataFrame:
+    """The memory model's bytes per device for each trial beside its measured peak (and DeepSpeed's).
+
+    On CPU the measured peak is the process's resident set: it includes the Python and torch
+    runtime (~0.5 GiB) and the dataset, which the model of model states + activations leaves out.
+    """
+    from mt5study import memory
+
+    rows = []
+    for trial in sorted(Path(study_dir).glob("grid/trials/*")):
+        if not (trial / "summary.json").exists() or not (trial / "config.json").exists():
+            continue
+        cfg, s = records.read_json(trial / "config.json"), records.read_json(trial / "summary.json")
+        if s.get("status") != "completed":
+            continue
+        run, data = cfg["run"], cfg["data"]
+        world = run["nodes"] * run["processes_per_node"]
+        preset = cfg["model"]["preset"]
+        est = memory.estimate(preset, run["zero_stage"], run["precision"], world, run["micro_batch"],
+                              data["input_length"], data["target_length"])
+        row = {"trial": trial.name, "preset": preset, "precision": run["precision"], "zero_stage": run["zero_stage"],
+               "model_states_gib": (est["parameters"] + est["gradients"] + est["optimizer_states"]) / 2**30,
+               "activations_gib": est["activations"] / 2**30, "estimate_gib": est["total"] / 2**30,
+               "measured_peak_gib": s["peak_memory_bytes"] / 2**30}
+        if run["zero_stage"] in (2, 3):
+            ds = memory.deepspeed_estimate(preset, run["zero_stage"], world)
+            row["deepspeed_model_states_gib"] = ds["gpu"] / 2**30
+        rows.append(row)
+    return pd.DataFrame(rows).round(4)
+

@@ -1,0 +1,201 @@
+"""Running a study: trials are trainer run folders; the results table is rebuilt from them.
+
+    outputs/<study>/
+      grid/trials/<trial>/      one run folder per grid point (config.json ... summary.json)
+      grid/results.parquet      one row per trial, rebuilt from the folders (never appended)
+      grid/curves.parquet       every metrics line of every trial
+      search/journal.log        Optuna's shared storage (several workers may join)
+      search/trials/<trial>/    the pruned search's run folders, trained rung by rung
+      lr_range/                 the LR range test's run folder
+
+Re-running reuses every trial whose folder holds a finished result (completed, diverged or
+unsupported) unless `redo`; a preempted trial resumes from its checkpoint; a failed one reruns.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mt5study import config, launch, records
+from mt5study.paths import OUTPUTS
+from mt5study.studies.config import StudyParams, trial_name, trial_overrides, validate_trials
+
+FINISHED = ("completed", "diverged", "unsupported")
+SUMMARY_COLUMNS = ("status", "reason", "error", "steps", "tokens", "wall_seconds", "tokens_per_second",
+                   "peak_memory_bytes", "final_train_loss", "final_eval_loss", "diverged_at_step",
+                   "skipped_steps", "mfu")
+
+
+def study_dir(params: StudyParams, out_dir: str | Path | None = None) -> Path:
+    """The study's folder: `out_dir` when given (papermill's parameter), else outputs/<name>."""
+    return Path(out_dir) if out_dir else OUTPUTS / params.study.name
+
+
+def run_trial(out: Path, base_path: Path, overrides: dict[str, Any], redo: bool = False,
+              extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Train one trial into `out` (or reuse it); a crash is recorded as status failed."""
+    summary_path = out / "summary.json"
+    prior = records.read_json(summary_path) if summary_path.exists() else None
+    if prior and prior.get("status") in FINISHED and not redo and not extra_args:
+        return prior
+    args = list(extra_args)
+    if redo:
+        args.append("--overwrite")
+    elif prior and prior.get("status") == "preempted" or (out / "checkpoints").exists():
+        args.append("--resume")
+    result = launch.run(base_path, out, overrides=overrides, extra_args=args, check=False)
+    if result.get("status") == "failed" and not summary_path.exists():
+        log = Path(result["log"]).read_text(encoding="utf-8", errors="replace")
+        result["error"] = _last_error(log)
+        records.write_json_atomic(summary_path, result)
+    return records.read_json(summary_path)
+
+
+def _last_error(log: str) -> str:
+    lines = [ln for ln in log.splitlines() if "Error" in ln or "error:" in ln]
+    return lines[-1].strip()[:500] if lines else "launch failed (see launch.log)"
+
+
+def run_grid(params: StudyParams, source: str, out_dir: str | Path | None = None, redo: bool = False) -> pd.DataFrame:
+    """Train every grid point (validated first), then rebuild and return the results table."""
+    base_path, trials = validate_trials(params, source)
+    root = study_dir(params, out_dir) / "grid"
+    for i, (name, ov) in enumerate(trials, 1):
+        print(f"[{params.study.name}] trial {i}/{len(trials)} {name}", flush=True)
+        s = run_trial(root / "trials" / name, base_path, ov, redo=redo)
+        print(f"[{params.study.name}]   {s.get('status')} eval_loss={s.get('final_eval_loss')}", flush=True)
+    return results_table(root, list(params.study.axes))
+
+
+def _axis_value(cfg: dict[str, Any], key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def results_table(root: Path, axes: list[str]) -> pd.DataFrame:
+    """One row per trial folder (sorted by trial), written to results.parquet and curves.parquet."""
+    rows, curves = [], []
+    for trial in sorted(p for p in (root / "trials").glob("*") if p.is_dir()):
+        cfg = records.read_json(trial / "config.json") if (trial / "config.json").exists() else {}
+        summary = records.read_json(trial / "summary.json") if (trial / "summary.json").exists() else {"status": "incomplete"}
+        row: dict[str, Any] = {"trial": trial.name}
+        for key in axes:
+            row[key.split(".")[-1]] = _axis_value(cfg, key)
+        if cfg:
+            run = cfg["run"]
+            row.update(global_batch=run["micro_batch"] * run["grad_accum"] * run["nodes"] * run["processes_per_node"],
+                       lr=cfg["optim"]["lr"], precision=run["precision"], zero_stage=run["zero_stage"])
+        for col in SUMMARY_COLUMNS:
+            row[col] = summary.get(col)
+        rows.append(row)
+        for m in records.read_metrics(trial / "metrics.jsonl"):
+            curves.append({"trial": trial.name, **{k: m.get(k) for k in
+                           ("step", "tokens", "loss", "eval_loss", "lr", "grad_norm", "step_seconds",
+                            "tokens_per_second", "peak_memory_bytes", "loss_scale", "skipped_steps")}})
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table = table.loc[:, ~table.columns.duplicated()]
+    _write_parquet(table, root / "results.parquet")
+    _write_parquet(pd.DataFrame(curves), root / "curves.parquet")
+    return table
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """Atomic Parquet write (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(path)
+
+
+# The pruned search -------------------------------------------------------------------------
+
+def rungs(min_steps: int, factor: int, total: int) -> list[int]:
+    """Budget rungs in optimizer steps: min_steps * factor^k below total, then total."""
+    out, r = [], min_steps
+    while r < total:
+        out.append(r)
+        r *= factor
+    return out + [total]
+
+
+def _eval_at(out: Path, step: int) -> float:
+    for m in records.read_metrics(out / "metrics.jsonl"):
+        if m["step"] == step and m.get("eval_loss") is not None:
+            return float(m["eval_loss"])
+    return math.nan
+
+
+def run_search(params: StudyParams, source: str, out_dir: str | Path | None = None,
+               n_trials: int | None = None) -> pd.DataFrame:
+    """Early-stopping search over the axes: trials train rung by rung, the pruner stops the bad."""
+    from mt5study.studies import search
+
+    study, cfg = params.study, params.study.search
+    base_path, _ = validate_trials(params, source)
+    base = config.load(base_path)
+    root = study_dir(params, out_dir) / "search"
+    root.mkdir(parents=True, exist_ok=True)
+    steps_of = {}
+    for values in (dict(zip(study.axes, combo)) for combo in _product(study.axes)):
+        steps_of[trial_name(values)] = trial_overrides(study, base, values)["run.steps"]
+    max_steps = max(steps_of.values())
+    opt = search.make_study(
+        study.name, root / "journal.log", {k: list(v) for k, v in study.axes.items()},
+        sampler=cfg.sampler, pruner=cfg.pruner, seed=base.run.seed, min_resource=cfg.min_steps,
+        max_resource=max_steps, reduction_factor=cfg.reduction_factor,
+        batch_key="run.global_batch" if "run.global_batch" in study.axes else None)
+
+    def objective(values: dict[str, Any], report) -> float:
+        name = trial_name(values)
+        ov = trial_overrides(study, base, values)
+        total = ov["run.steps"]
+        points = rungs(cfg.min_steps, cfg.reduction_factor, total)
+        ov["run.eval_steps"] = points
+        out = root / "trials" / name
+        value = math.nan
+        for r in points:
+            s = run_trial(out, base_path, ov, extra_args=() if r == total else ("--stop-at-step", str(r)))
+            if s.get("status") in ("diverged", "failed", "unsupported"):
+                return math.inf  # a finite number Optuna can rank: worst possible
+            value = _eval_at(out, r)
+            report(value, r)
+        return value
+
+    search.run_search(opt, objective, n_trials=n_trials or cfg.n_trials)
+    df = search.results(opt)
+    _write_parquet(df, root / "search.parquet")
+    return df
+
+
+def _product(axes: dict[str, list[Any]]):
+    import itertools
+
+    return itertools.product(*axes.values())
+
+
+def grid_as_search_results(table: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """The grid's results in the search's format (state, value, compute = steps x batch)."""
+    rows = []
+    for _, r in table.iterrows():
+        ok = r["status"] == "completed" and r["final_eval_loss"] is not None
+        row = {k: r[k.split(".")[-1]] for k in axes}
+        row.update(state="COMPLETE" if ok else "FAIL", value=r["final_eval_loss"] if ok else None,
+                   compute=(r["steps"] or 0) * r["global_batch"], last_step=r["steps"])
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df.attrs["params"] = axes
+    return df
+
+
+def compare(grid: pd.DataFrame, search_results: pd.DataFrame, axes: list[str], tolerance: float = 0.01) -> dict[str, Any]:
+    """Did the pruned search find the grid's best (same point, or eval loss within 1 %), at what compute?"""
+    from mt5study.studies.search import grid_vs_pruned
+
+    return grid_vs_pruned(grid_as_search_results(grid, axes), search_results, tolerance=tolerance)

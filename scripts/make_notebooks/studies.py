@@ -1,0 +1,161 @@
+"""Write notebooks 02 (precision), 03 (batch x learning rate) and 05 (report)."""
+
+from build import code, md, write
+
+IMPORTS = """
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import display
+
+from mt5study import config, paths
+from mt5study.studies import figures, runner
+"""
+
+write("02_precision_study.ipynb", [
+    md("""
+# 02 — Precision × ZeRO stage
+
+fp32, bf16 and fp16 under DeepSpeed ZeRO-0 and ZeRO-3, on the same data, seed and token budget:
+wall time, tokens/s, peak memory, final train and eval loss, and divergence (the step of the
+first NaN; fp16's skipped steps). Each trial is a full `mt5study` training run launched through
+`accelerate launch`; its folder under `grid/trials/` says exactly what ran (`config.json`,
+`env.json`, `metrics.jsonl`, `summary.json`). A precision the device cannot run is recorded as
+`unsupported` with DeepSpeed's reason — on CPU, fp16. On a CPU without native bf16 (AVX2 only),
+bf16 is emulated and much slower than fp32: read the CPU numbers as a check of the pipeline, and
+the GPU runs (`params/gpu/`) for the answer.
+"""),
+    code(IMPORTS),
+    code("""
+params_path = str(paths.PARAMS / "cpu" / "precision_smoke.yaml")  # the study's params file
+out_dir = None      # study folder; None = outputs/<study name>
+overrides = {}      # dotted overrides of the study file, e.g. {"study.budget_tokens": 6400}
+redo = False        # retrain trials that already finished
+""", "parameters"),
+    code("""
+params = config.load(params_path, overrides)
+root = runner.study_dir(params, out_dir)
+print(params.study.name, "->", dict(params.study.axes), "budget", params.study.budget_tokens, "tokens per trial")
+"""),
+    md("Run every trial (finished ones are reused) and rebuild the results table from the run folders."),
+    code("results = runner.run_grid(params, params_path, out_dir, redo=redo)"),
+    md("The outcome of each trial: stable at the default params (checked by nbval)."),
+    code("""
+table = figures.precision_table(results)
+print(figures.stable_view(table).to_string())
+""", "nbval-check-output"),
+    md("With timings and memory (these vary from run to run):"),
+    code("display(table)"),
+    code("fig = figures.precision_bars(results)"),
+    code("""
+curves = figures.read(root / "grid", "curves")
+fig = figures.loss_curves(curves, results, hue="precision", style="zero_stage")
+"""),
+])
+
+write("03_batch_lr_study.ipynb", [
+    md("""
+# 03 — Global batch × learning rate, and how to find the best without paying for the grid
+
+Every trial trains on the same token budget, so a bigger batch takes fewer optimizer steps.
+Four measurements:
+
+1. an **LR range test** at the base batch (Smith 2017): one short run with a geometrically
+   growing learning rate;
+2. the **exhaustive grid** of global batch × peak learning rate;
+3. an **early-stopping search** over the same points with Optuna (successive halving on rungs of
+   optimizer steps; the journal file in `search/` lets Slurm array tasks share one study);
+4. the **gradient noise scale** B_simple (McCandlish et al. 2018) on the best trial's weights at
+   its start and end — an estimate of the critical batch size.
+
+Then the comparison: did the pruned search find the grid's best (the same configuration, or an
+eval loss within 1 %), and at what fraction of the grid's compute (optimizer steps × batch)?
+"""),
+    code(IMPORTS + "from mt5study.studies import probes"),
+    code("""
+params_path = str(paths.PARAMS / "cpu" / "batch_lr_smoke.yaml")  # the study's params file
+out_dir = None      # study folder; None = outputs/<study name>
+overrides = {}      # dotted overrides of the study file
+redo = False        # retrain grid trials that already finished
+""", "parameters"),
+    code("""
+params = config.load(params_path, overrides)
+root = runner.study_dir(params, out_dir)
+axes = list(params.study.axes)
+print(params.study.name, "->", dict(params.study.axes), "budget", params.study.budget_tokens, "tokens per trial")
+"""),
+    md("## 1. LR range test"),
+    code("""
+curve, suggestion = probes.lr_range_test(params, params_path, out_dir)
+print({k: float(f"{v:.3g}") for k, v in suggestion.items()})
+"""),
+    code("fig = figures.lr_range_plot(curve, suggestion)"),
+    md("## 2. The exhaustive grid"),
+    code("""
+grid = runner.run_grid(params, params_path, out_dir, redo=redo)
+cols = ["trial", "global_batch", "lr", "status", "steps", "final_eval_loss"]
+print(grid[cols].round({"final_eval_loss": 4}).to_string())
+""", "nbval-check-output"),
+    code("""
+display(grid[["trial", "wall_seconds", "tokens_per_second", "peak_memory_bytes"]])
+fig = figures.loss_vs_lr(grid)
+"""),
+    code("""
+curves = figures.read(root / "grid", "curves")
+fig = figures.loss_curves(curves, grid, hue="lr", style="global_batch")
+"""),
+    md("Time to a target loss: the first step and token count at which each trial's eval loss reached the median final eval loss of the grid."),
+    code("""
+target = float(grid.loc[grid.status == "completed", "final_eval_loss"].median())
+print(f"target eval loss {target:.4f}")
+display(figures.time_to_target(curves, grid, target))
+"""),
+    md("## 3. The early-stopping search, and the comparison"),
+    code("""
+search = runner.run_search(params, params_path, out_dir)
+print(search[["number", "state", *axes, "value", "last_step", "compute"]].round({"value": 4}).to_string())
+"""),
+    code("""
+comparison = runner.compare(grid, search, axes)
+print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in comparison.items()})
+""", "nbval-check-output"),
+    code("fig = figures.compute_spent(runner.grid_as_search_results(grid, axes), search)"),
+    md("## 4. Gradient noise scale of the grid's best trial"),
+    code("""
+best = grid.loc[grid.loc[grid.status == "completed", "final_eval_loss"].idxmin(), "trial"]
+noise = probes.gradient_noise_scale(params, params_path, root / "grid" / "trials" / best)
+display(noise)
+"""),
+])
+
+write("05_report.ipynb", [
+    md("""
+# 05 — Report: what to run for the 13B model
+
+Reads only the results tables of the other notebooks' studies (no training here): the best
+precision, the best batch and learning rate, the memory table for mT5-XXL, and the
+recommendations that follow.
+"""),
+    code(IMPORTS + "from mt5study import memory\nfrom mt5study.studies import report"),
+    code("""
+precision_dir = str(paths.OUTPUTS / "precision_smoke")   # notebook 02's study folder
+batch_lr_dir = str(paths.OUTPUTS / "batch_lr_smoke")     # notebook 03's study folder
+out_dir = None                                           # where report.json goes; None = outputs/report
+gpu_gib = [40, 80]                                       # GPU memory sizes for the fits table
+""", "parameters"),
+    code("""
+findings = report.findings(precision_dir, batch_lr_dir)
+print(report.describe(findings))
+"""),
+    md("## Memory: which settings fit mT5-XXL (12.9B parameters) on N GPUs"),
+    code("""
+fits = memory.fits_table("mt5-xxl", gpu_gib=tuple(gpu_gib))
+display(report.fits_summary(fits))
+"""),
+    md("## Recommendations for the 13B run"),
+    code("""
+print(report.recommend(findings, fits))
+report.save(findings, fits, out_dir)
+"""),
+])
+print("wrote notebooks 02, 03, 05")
