@@ -10,3 +10,11 @@ PARAMS = ROOT / "params"
 NOTEBOOKS = ROOT / "notebooks"
 # Outputs can live on a cluster's scratch file system: MT5STUDY_OUTPUTS overrides the default.
 OUTPUTS = Path(os.environ.get("MT5STUDY_OUTPUTS", ROOT / "outputs"))
+
+
+def find(path: str | os.PathLike | None) -> Path | None:
+    """A path from params or a notebook parameter: absolute, or relative to the repository root."""
+    if path is None:
+        return None
+    p = Path(path)
+    return p if p.is_absolute() else ROOT / p

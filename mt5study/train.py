@@ -77,10 +77,10 @@ def train(params: TrainParams, out_dir: str | Path, resume: bool = False, overwr
           stop_at_step: int | None = None) -> int:
     """Run training in this process (one rank of the launch); return the process exit code."""
     from accelerate import Accelerator
-    from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs, set_seed
+    from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
 
     out = Path(out_dir)
-    run, dcfg = params.run, params.data
+    run = params.run
     ds_config = deepspeed_config(params)
     plugin = DeepSpeedPlugin(hf_ds_config=ds_config, zero3_init_flag=False)
     # Without CUDA, Accelerate's DeepSpeed path finds no backend and silently runs every rank
@@ -101,6 +101,21 @@ def train(params: TrainParams, out_dir: str | Path, resume: bool = False, overwr
             distributed_type=str(accelerator.distributed_type)))
     accelerator.wait_for_everyone()
     t_start = time.perf_counter()
+    try:
+        return _run(accelerator, params, out, resume, stop_at_step, t_start)
+    except Exception as e:
+        if main:  # whatever broke, the folder says so (never a run that looks unfinished-but-fine)
+            records.write_json_atomic(out / "summary.json", {
+                "status": "failed", "error": f"{type(e).__name__}: {e}",
+                "wall_seconds": time.perf_counter() - t_start})
+        raise
+
+
+def _run(accelerator, params: TrainParams, out: Path, resume: bool, stop_at_step: int | None, t_start: float) -> int:
+    """The run after its folder is prepared: data, model, engine, step loop, final records."""
+    run, dcfg = params.run, params.data
+    main = accelerator.is_main_process
+    from accelerate.utils import set_seed
 
     def finish(status: str, **fields: Any) -> int:
         if main:
@@ -221,7 +236,8 @@ def train(params: TrainParams, out_dir: str | Path, resume: bool = False, overwr
             steps_in_log += 1
             bar.update(1)
 
-            eval_now = bool(run.eval_every and step % run.eval_every == 0) or step in eval_steps
+            eval_now = (bool(run.eval_every and step % run.eval_every == 0) or step in eval_steps
+                        or step == run.steps)  # the final evaluation lands in metrics.jsonl too
             log_now = step % run.log_every == 0 or step == run.steps or eval_now
             if log_now:
                 bad_step = int(accelerator.reduce(first_bad, reduction="max").item())
@@ -252,7 +268,7 @@ def train(params: TrainParams, out_dir: str | Path, resume: bool = False, overwr
                 return finish("preempted", steps=step, tokens=tokens_seen, checkpoint=str(latest_checkpoint(out)))
 
         # End of training: evaluation, checkpoint, gathered weights, summary (last) -------------
-        final_eval = evaluate()
+        final_eval = last_eval  # evaluated at the last step, above
         checkpoint(step)
         state_dict = accelerator.get_state_dict(engine)  # ZeRO-3: gathers the full weights
         if main:
@@ -269,12 +285,6 @@ def train(params: TrainParams, out_dir: str | Path, resume: bool = False, overwr
             mfu=rows[-1].get("mfu") if rows else None,
             skipped_steps=int(getattr(engine, "skipped_steps", 0) or 0),
         )
-    except Exception as e:
-        if main:
-            records.write_json_atomic(out / "summary.json", {
-                "status": "failed", "error": f"{type(e).__name__}: {e}", "steps": step,
-                "wall_seconds": time.perf_counter() - t_start + prior_wall})
-        raise
     finally:
         bar.close()
         if metrics:

@@ -10,7 +10,6 @@ test. Usage: python scripts/bench_trainer.py [--preset mini] [--steps 40] [--pre
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path

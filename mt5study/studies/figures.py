@@ -65,7 +65,7 @@ def loss_curves(curves: pd.DataFrame, results: pd.DataFrame, hue: str, style: st
                 x: str = "tokens", y: str = "loss") -> plt.Figure:
     """Training (or eval) loss against tokens for every trial."""
     keys = [k for k in (hue, style) if k]
-    data = curves.merge(results[["trial", *keys]], on="trial")
+    data = curves.drop(columns=[k for k in keys if k in curves]).merge(results[["trial", *keys]], on="trial")
     data = data[np.isfinite(data[y].astype(float))]
     fig, ax = plt.subplots(figsize=(7, 4))
     sns.lineplot(data=data, x=x, y=y, hue=hue, style=style, ax=ax, palette="viridis" if data[hue].dtype.kind in "if" else None)
@@ -98,15 +98,18 @@ def lr_range_plot(curve: pd.DataFrame, suggestion: dict[str, Any]) -> plt.Figure
 
 
 def time_to_target(curves: pd.DataFrame, results: pd.DataFrame, target: float) -> pd.DataFrame:
-    """Per trial: the first step, tokens and wall seconds at which eval loss <= target."""
+    """Per trial: the first eval step, tokens and training seconds at which eval loss <= target."""
     rows = []
-    for trial, c in curves.dropna(subset=["eval_loss"]).groupby("trial"):
-        hit = c[c["eval_loss"] <= target]
-        seconds = c["step_seconds"].cumsum() if "step_seconds" in c else None
-        first = hit.iloc[0] if not hit.empty else None
-        rows.append({"trial": trial, "reached": first is not None,
-                     "step": int(first["step"]) if first is not None else None,
-                     "tokens": int(first["tokens"]) if first is not None else None})
+    for trial, c in curves.sort_values("step").groupby("trial"):
+        steps = c["step"].to_numpy()
+        # seconds up to each logged step: mean step time of the interval x its steps
+        elapsed = np.cumsum(c["step_seconds"].to_numpy(dtype=float) * np.diff(steps, prepend=0))
+        hit = np.flatnonzero(c["eval_loss"].notna().to_numpy() & (c["eval_loss"].to_numpy(dtype=float) <= target))
+        i = int(hit[0]) if hit.size else None
+        rows.append({"trial": trial, "reached": i is not None,
+                     "step": int(steps[i]) if i is not None else None,
+                     "tokens": int(c["tokens"].iloc[i]) if i is not None else None,
+                     "train_seconds": float(elapsed[i]) if i is not None else None})
     out = pd.DataFrame(rows).merge(results[["trial", "global_batch", "lr"]], on="trial")
     return out.sort_values("trial").reset_index(drop=True)
 

@@ -27,12 +27,13 @@ the GPU runs (`params/gpu/`) for the answer.
 """),
     code(IMPORTS),
     code("""
-params_path = str(paths.PARAMS / "cpu" / "precision_smoke.yaml")  # the study's params file
-out_dir = None      # study folder; None = outputs/<study name>
+params_path = "params/cpu/precision_smoke.yaml"  # relative to the repository root, or absolute
+out_dir = None      # the study folder; by default outputs/STUDY_NAME
 overrides = {}      # dotted overrides of the study file, e.g. {"study.budget_tokens": 6400}
 redo = False        # retrain trials that already finished
 """, "parameters"),
     code("""
+params_path = str(paths.find(params_path))
 params = config.load(params_path, overrides)
 root = runner.study_dir(params, out_dir)
 print(params.study.name, "->", dict(params.study.axes), "budget", params.study.budget_tokens, "tokens per trial")
@@ -73,12 +74,13 @@ eval loss within 1 %), and at what fraction of the grid's compute (optimizer ste
 """),
     code(IMPORTS + "from mt5study.studies import probes"),
     code("""
-params_path = str(paths.PARAMS / "cpu" / "batch_lr_smoke.yaml")  # the study's params file
-out_dir = None      # study folder; None = outputs/<study name>
+params_path = "params/cpu/batch_lr_smoke.yaml"  # relative to the repository root, or absolute
+out_dir = None      # the study folder; by default outputs/STUDY_NAME
 overrides = {}      # dotted overrides of the study file
 redo = False        # retrain grid trials that already finished
 """, "parameters"),
     code("""
+params_path = str(paths.find(params_path))
 params = config.load(params_path, overrides)
 root = runner.study_dir(params, out_dir)
 axes = list(params.study.axes)
@@ -138,15 +140,18 @@ recommendations that follow.
 """),
     code(IMPORTS + "from mt5study import memory\nfrom mt5study.studies import report"),
     code("""
-precision_dir = str(paths.OUTPUTS / "precision_smoke")   # notebook 02's study folder
-batch_lr_dir = str(paths.OUTPUTS / "batch_lr_smoke")     # notebook 03's study folder
-out_dir = None                                           # where report.json goes; None = outputs/report
+precision_dir = "outputs/precision_smoke"   # notebook 02's study folder (relative to the repository root)
+batch_lr_dir = "outputs/batch_lr_smoke"     # notebook 03's study folder
+out_dir = None                              # where report.json goes; by default outputs/report
 gpu_gib = [40, 80]                                       # GPU memory sizes for the fits table
 """, "parameters"),
     code("""
+precision_dir, batch_lr_dir = paths.find(precision_dir), paths.find(batch_lr_dir)
 findings = report.findings(precision_dir, batch_lr_dir)
 print(report.describe(findings))
 """),
+    md("## Memory: the model beside the measured peaks\n\nThe memory model (`mt5study.memory.estimate`) for each completed precision trial, DeepSpeed's own model-state estimator (ZeRO-2/3 only), and the measured peak. On CPU the measured peak is the process's resident set, which also holds the Python/torch runtime and the dataset."),
+    code("display(report.memory_vs_measured(precision_dir))"),
     md("## Memory: which settings fit mT5-XXL (12.9B parameters) on N GPUs"),
     code("""
 fits = memory.fits_table("mt5-xxl", gpu_gib=tuple(gpu_gib))

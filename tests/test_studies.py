@@ -1,0 +1,99 @@
+"""Studies: validation before launch, rungs, LR suggestion, trial reuse, failed trials, tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from mt5study import config, records
+from mt5study.config import ConfigError
+from mt5study.studies import figures, probes, runner
+from mt5study.studies.config import trial_name, validate_trials
+
+
+def study_file(tmp_path, **study):
+    doc = {"study": {"name": "s", "base": "params/cpu/tiny.yaml", "budget_tokens": 1280, **study}}
+    p = tmp_path / "study.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def test_bad_axis_value_stops_the_study_before_anything_launches(tmp_path):
+    p = study_file(tmp_path, axes={"run.precision": ["fp32", "fp8"]})
+    params = config.load(p)
+    with pytest.raises(ConfigError) as e:
+        runner.run_grid(params, str(p), tmp_path / "out")
+    assert "precision=fp8" in str(e.value) and "run.precision" in str(e.value) and "'fp8'" in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_global_batch_must_split_over_micro_batches_and_ranks(tmp_path):
+    p = study_file(tmp_path, axes={"run.global_batch": [16, 12]})  # tiny: micro 4 x 2 ranks
+    with pytest.raises(ConfigError, match="global_batch=12"):
+        validate_trials(config.load(p), str(p))
+
+
+def test_trials_get_steps_from_the_token_budget(tmp_path):
+    p = study_file(tmp_path, axes={"run.global_batch": [8, 16, 32]}, budget_tokens=40 * 16 * 4)
+    _, trials = validate_trials(config.load(p), str(p))
+    steps = {name: ov["run.steps"] for name, ov in trials}
+    assert steps == {"global_batch=8": 8, "global_batch=16": 4, "global_batch=32": 2}
+    grad_accum = {name: ov["run.grad_accum"] for name, ov in trials}
+    assert grad_accum == {"global_batch=8": 1, "global_batch=16": 2, "global_batch=32": 4}
+
+
+def test_unknown_study_key_is_refused(tmp_path):
+    p = study_file(tmp_path, axes={"optim.lr": [1e-3]}, budgets=3)
+    with pytest.raises(ConfigError, match="study.budgets"):
+        config.load(p)
+
+
+def test_rungs():
+    assert runner.rungs(5, 3, 92) == [5, 15, 45, 92]
+    assert runner.rungs(4, 2, 8) == [4, 8]
+    assert runner.rungs(10, 3, 10) == [10]
+
+
+def test_suggest_lr_on_a_synthetic_range_curve():
+    lr = np.geomspace(1e-5, 1.0, 60)
+    # flat, then falling fastest around 1e-2, minimum near 1e-1, then blowing up
+    loss = 5 - 2 / (1 + np.exp(-(np.log10(lr) + 2) * 4)) + np.where(lr > 0.1, (np.log10(lr) + 1) * 20, 0)
+    s = probes.suggest_lr(pd.DataFrame({"step": range(60), "lr": lr, "loss": loss}), smoothing=0.0)
+    assert 3e-3 < s["lr_steepest"] < 3e-2
+    assert 3e-2 < s["lr_min_loss"] < 2e-1
+    assert s["lr_min_loss_over_10"] == pytest.approx(s["lr_min_loss"] / 10)
+
+
+def test_trial_names_are_folder_safe():
+    assert trial_name({"model.checkpoint": "/a b/c"}) == "checkpoint=_a_b_c"
+
+
+@pytest.mark.slow
+def test_study_reuses_trials_records_failures_and_rebuilds_the_same_table(tmp_path):
+    p = study_file(tmp_path, axes={"model.checkpoint": [None, "/nonexistent/mt5"]}, budget_tokens=2 * 16 * 40,
+                   fixed={"run.eval_every": 0, "run.checkpoint_every": 0})
+    params = config.load(p)
+    out = tmp_path / "out"
+    table = runner.run_grid(params, str(p), out)
+    assert len(table) == 2
+    ok = table[table.trial == "checkpoint=None"].iloc[0]
+    bad = table[table.trial != "checkpoint=None"].iloc[0]
+    assert ok.status == "completed" and ok.steps == 2
+    assert bad.status == "failed" and "nonexistent" in bad.error  # recorded, and the study went on
+    summary = out / "grid" / "trials" / "checkpoint=None" / "summary.json"
+    stamp = summary.stat().st_mtime_ns
+    again = runner.run_grid(params, str(p), out)
+    assert summary.stat().st_mtime_ns == stamp  # reused, not retrained
+    assert len(again) == 2  # no duplicated rows
+    pd.testing.assert_frame_equal(table.drop(columns=["wall_seconds"]), again.drop(columns=["wall_seconds"]))
+    first = runner.results_table(out / "grid", list(params.study.axes))
+    second = runner.results_table(out / "grid", list(params.study.axes))
+    pd.testing.assert_frame_equal(first, second)
+    assert pd.read_parquet(out / "grid" / "results.parquet").equals(second)
+    curves = pd.read_parquet(out / "grid" / "curves.parquet")
+    assert set(curves.trial) == {"checkpoint=None"} and list(curves.step) == [1, 2]
+    fig = figures.loss_curves(curves, table, hue="checkpoint")
+    assert fig.axes
+    assert records.read_json(summary)["status"] == "completed"
