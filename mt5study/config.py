@@ -142,6 +142,7 @@ KINDS: dict[str, str] = {
     "etl": "mt5study.data.config:ETLParams",
     "study": "mt5study.studies.config:StudyParams",
     "pipeline": "mt5study.pipeline:PipelineParams",
+    "qa": "mt5study.qa.config:QAParams",
 }
 
 
