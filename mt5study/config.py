@@ -27,6 +27,9 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_default=True)
 
 
+# After Section: slurm_config subclasses it.
+from mt5study.slurm_config import SlurmConfig  # noqa: E402
+
 PRESETS = ("tiny", "mini", "mt5-small", "mt5-base", "mt5-large", "mt5-xl", "mt5-xxl")
 
 
@@ -127,6 +130,8 @@ class TrainParams(Section):
     data: DataConfig = DataConfig()
     optim: OptimConfig
     run: RunConfig
+    slurm: SlurmConfig | None = None
+    """Resources when submitted with `mt5study slurm submit`; None = the defaults."""
 
     @model_validator(mode="after")
     def _cross(self) -> "TrainParams":

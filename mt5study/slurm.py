@@ -1,4 +1,4 @@
-"""Slurm: one job per params file (or one array over many), preemption-safe, multi-node launch.
+r"""Slurm: one job per params file (or one array over many), preemption-safe, multi-node launch.
 
 Why sbatch scripts and not submitit: submitit pickles a Python callable and runs it in a job.
 Here the unit of work is a shell command, `papermill NOTEBOOK OUT.ipynb -p params_path FILE
@@ -19,24 +19,30 @@ batch shell `signal_seconds` before the time limit (or `scancel --signal=USR1 --
 The script runs the command with USR1 ignored, so papermill, the kernel and accelerate's
 launcher carry on, and forwards USR1 to every process below it (they sit in several sessions,
 so a process group would miss some). The trainer, which installs a handler, finishes its step,
-checkpoints, writes summary.json with status "preempted" and exits 3. When the command exits 3,
-or a summary.json newer than the job's start says "preempted" (papermill itself exits 1), the
-script runs `scontrol requeue $SLURM_JOB_ID`; the rerun (SLURM_RESTART_COUNT >= 1, logged)
-gets `-p resume True` (notebooks) or `--resume`, and MT5STUDY_RESUME=1. SIGTERM (time limit,
-scancel) is forwarded too but never requeues from the script: Slurm owns that decision.
+checkpoints and writes summary.json with status "preempted" (`mt5study launch` then exits 3).
+When the command exits 3, or a summary.json under the run's out_dir newer than the job's start
+says "preempted" (a notebook's papermill exits 0 or 1, not 3), the script runs
+`scontrol requeue $SLURM_JOB_ID`. The rerun (SLURM_RESTART_COUNT >= 1, logged) gets
+`-p resume True` (notebooks) or `--resume` (commands), and MT5STUDY_RESUME=1 in its
+environment. SIGTERM (time limit, scancel) is forwarded too but never requeues from the
+script: Slurm owns that decision.
 
-Multi-node (e.g. 4 nodes x 8 GPUs, `slurm: {nodes: 4, gpus_per_node: 8}`): inside the job,
+Multi-node, e.g. 4 nodes x 8 GPUs: the params say `run: {nodes: 4, processes_per_node: 8}` and
+`slurm: {nodes: 4, gpus_per_node: 8, cpus_per_task: 64}`. Inside the job (job id 1234, nodes
+gpu[001-004]), `multinode_train_command(params, path, out)` reads the allocation with
+`launch_env()` (hosts gpu001..gpu004 from `scontrol show hostnames`, 8 GPUs each from
+SLURM_GPUS_ON_NODE, main address gpu001, port 20000 + 1234 % 20000 = 21234), takes
+`mt5study.launch.accelerate_command(...)` and wraps it (`multinode_launch_command`) as
 
-    env = launch_env()   # hosts gpu[001-004] -> gpu001..gpu004, 8 GPUs each, port 20000 + id % 20000
-    argv = multinode_launch_command(["accelerate", "launch", "--use_deepspeed", "-m", "mt5study.cli",
-                                     "train", "--params", path], env)
-    # srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c "trap '' USR1;
-    #   exec accelerate launch --num_machines 4 --machine_rank \"$SLURM_NODEID\" --num_processes 32
-    #   --main_process_ip gpu001 --main_process_port 21234 --deepspeed_multinode_launcher standard
-    #   --use_deepspeed -m mt5study.cli train --params ..."
+    srun --nodes=4 --ntasks=4 --ntasks-per-node=1 --kill-on-bad-exit=1 --cpus-per-task=64 \
+      bash -c "trap '' USR1; exec python -m accelerate.commands.launch --num_machines 4 \
+        --machine_rank \"$SLURM_NODEID\" --num_processes 32 --main_process_ip gpu001 \
+        --main_process_port 21234 --deepspeed_multinode_launcher standard --use_deepspeed ... \
+        -m mt5study.cli train --params PATH --out OUT"
 
-runs one accelerate launcher per node (machine rank from each node's SLURM_NODEID), each
-starting 8 ranks; srun forwards the script's USR1 to every node.
+one accelerate launcher per node, machine rank from each node's own SLURM_NODEID, 8 ranks each
+(torchrun per node: "standard", not DeepSpeed's pdsh). A params world size that differs from
+the allocation's nodes x GPUs is refused. srun forwards the batch shell's USR1 to every node.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ from mt5study.slurm_config import SlurmConfig
 __all__ = [
     "SlurmConfig", "SlurmError", "PREEMPTED_EXIT", "NODE_RANK", "LaunchEnv", "render_job",
     "render_array", "render_command", "submit", "submit_script", "check_slurm", "launch_env",
-    "expand_hostlist", "srun_command", "multinode_launch_command", "add_cli", "main",
+    "expand_hostlist", "srun_command", "multinode_launch_command", "multinode_train_command", "add_cli", "main",
 ]
 
 PREEMPTED_EXIT = 3  # the trainer's exit code after a preemption checkpoint
@@ -96,7 +102,7 @@ descendants() {
   local -A kids=()
   local f s pid ppid out=""
   for f in /proc/[0-9]*/stat; do
-    { s=$(<"$f"); } 2>/dev/null || continue
+    { read -r s <"$f"; } 2>/dev/null || continue  # read: no fork per process
     pid=${s%% *}; s=${s##*") "}; ppid=${s#* }; ppid=${ppid%% *}
     kids[$ppid]+="$pid "
   done
@@ -107,7 +113,7 @@ descendants() {
   done
   echo "$out"
 }
-alive() { local s; { s=$(<"/proc/$1/stat"); } 2>/dev/null || return 1; s=${s##*") "}; [[ ${s:0:1} != Z ]]; }
+alive() { local s; { read -r s <"/proc/$1/stat"; } 2>/dev/null || return 1; s=${s##*") "}; [[ ${s:0:1} != Z ]]; }
 
 CHILD=0; SIGNALLED=""; INTERRUPTED=0; TREE=""
 forward() {
@@ -118,7 +124,7 @@ forward() {
   TREE="$CHILD $(descendants "$CHILD")"
   local p comm
   for p in $TREE; do
-    { comm=$(<"/proc/$p/comm"); } 2>/dev/null || continue
+    { read -r comm <"/proc/$p/comm"; } 2>/dev/null || continue
     # srun answers TERM by killing its step; Slurm signals steps itself when a job ends.
     [[ $1 == TERM && $comm == srun ]] && continue
     kill -s "$1" "$p" 2>/dev/null || true
@@ -511,9 +517,14 @@ def multinode_launch_command(accelerate_argv: Sequence[str], env: LaunchEnv, *,
     end = next((i for i in range(at, len(argv)) if argv[i] in ("-m", "--module") or argv[i].endswith(".py")), len(argv))
     kept, i = [], at
     while i < end:
-        flag = argv[i].split("=", 1)[0]
+        flag, eq, value = argv[i].partition("=")
         if flag in _MACHINE_FLAGS:
-            i += 1 if "=" in argv[i] else 2
+            value = value if eq else (argv[i + 1] if i + 1 < end else "")
+            if flag == "--num_processes" and value != str(env.num_processes):
+                raise SlurmError(f"the command asks for {value} processes but the allocation has {env.num_machines} "
+                                 f"nodes x {env.gpus_per_node} = {env.num_processes}: fix run.nodes/processes_per_node "
+                                 "or the slurm section")
+            i += 1 if eq else 2
             continue
         kept.append(argv[i])
         i += 1
@@ -523,6 +534,20 @@ def multinode_launch_command(accelerate_argv: Sequence[str], env: LaunchEnv, *,
     if "--use_deepspeed" in kept:
         flags += ["--deepspeed_multinode_launcher", "standard"]  # torchrun per node, not pdsh
     return srun_command([*argv[:at], *flags, *kept, *argv[end:]], env.num_machines, cpus_per_task=cpus_per_task)
+
+
+def multinode_train_command(params: Any, params_path: str | Path, out_dir: str | Path, *, resume: bool = False,
+                            environ: Mapping[str, str] | None = None) -> list[str]:
+    """The srun command that trains PARAMS on every node of the current allocation."""
+    from mt5study.launch import accelerate_command
+
+    env = launch_env(environ, gpus_per_node=params.run.processes_per_node)
+    if params.run.nodes != env.num_machines:
+        raise SlurmError(f"{params_path}: run.nodes={params.run.nodes} but the job has {env.num_machines} nodes")
+    cmd = accelerate_command(params, params_path, out_dir, num_machines=env.num_machines, machine_rank=NODE_RANK,
+                             main_ip=env.main_ip, main_port=env.main_port, extra_args=["--resume"] if resume else [])
+    cpus = (os.environ if environ is None else environ).get("SLURM_CPUS_PER_TASK", "")
+    return multinode_launch_command(cmd, env, cpus_per_task=int(cpus) if cpus.isdigit() else None)
 
 
 # --------------------------------------------------------------------------- command line
@@ -541,11 +566,24 @@ def _fill(parser: argparse.ArgumentParser) -> None:
     st.set_defaults(func=_cmd_status)
 
 
+def _reported(fn: Any) -> Any:
+    # Config and Slurm errors become one message and exit code 2, whichever CLI calls func.
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except (ConfigError, SlurmError) as e:
+            print(f"mt5study slurm {args.slurm_command}: {e}", file=sys.stderr)
+            return 2
+    return run
+
+
+@_reported
 def _cmd_submit(args: argparse.Namespace) -> int:
     submit(args.notebook, args.params, args.out, array=args.array, dry_run=args.dry_run)
     return 0
 
 
+@_reported
 def _cmd_status(args: argparse.Namespace) -> int:
     rows = status(args.out)
     print(f"{'JOB':>10} {'TASK':>5} {'NAME':<24} {'STATE':<12} {'ELAPSED':>10}  REASON")
@@ -556,17 +594,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """Run a parsed `slurm ...` command; config and Slurm errors become a message and exit code 2."""
-    try:
-        return args.func(args)
-    except (ConfigError, SlurmError) as e:
-        print(f"mt5study slurm: {e}", file=sys.stderr)
-        return 2
-
-
 def add_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `slurm submit` and `slurm status` to a CLI's subparsers (their func is run_cli-ready)."""
+    """Add `slurm submit` and `slurm status` to a CLI's subparsers; `args.func(args)` runs one."""
     parser = subparsers.add_parser("slurm", help="submit notebooks to Slurm, see their jobs")
     _fill(parser)
     return parser
@@ -576,7 +605,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m mt5study.slurm submit|status ...`."""
     parser = argparse.ArgumentParser(prog="mt5study slurm", description=__doc__.split("\n", 1)[0])
     _fill(parser)
-    return run_cli(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    return args.func(args)
 
 
 if __name__ == "__main__":

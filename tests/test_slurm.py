@@ -317,6 +317,33 @@ def test_multinode_command_composes_with_an_accelerate_command(tmp_path):
     assert "--num_machines 4" in plain[-1] and "--deepspeed_multinode_launcher" not in plain[-1]
 
 
+def test_multinode_train_command_wraps_the_projects_accelerate_command(tmp_path):
+    doc = config.read_yaml(_params(tmp_path, "big"))
+    doc["run"].update(nodes=4, processes_per_node=8, global_batch=64)
+    params = config.validate(doc, "big.yaml")
+    alloc = {"SLURM_JOB_ID": "1234", "SLURM_JOB_NODELIST": "gpu[001-004]", "SLURM_NNODES": "4",
+             "SLURM_GPUS_ON_NODE": "8", "SLURM_CPUS_PER_TASK": "64"}
+    argv = slurm.multinode_train_command(params, "/p/big.yaml", "/o/big", resume=True, environ=alloc)
+    assert argv[:6] == ["srun", "--nodes=4", "--ntasks=4", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
+                        "--cpus-per-task=64"]
+    inner = shlex.split(argv[-1].removeprefix("trap '' USR1; exec "))
+    assert inner[1:3] == ["-m", "accelerate.commands.launch"]
+
+    def flag(name: str) -> list[str]:
+        return [inner[i + 1] for i, a in enumerate(inner) if a == name]
+
+    assert flag("--num_machines") == ["4"] and flag("--num_processes") == ["32"]
+    assert flag("--machine_rank") == ["$SLURM_NODEID"] and '--machine_rank "$SLURM_NODEID"' in argv[-1]
+    assert flag("--main_process_ip") == ["gpu001"] and flag("--main_process_port") == [str(20000 + 1234 % 20000)]
+    assert flag("--deepspeed_multinode_launcher") == ["standard"]
+    assert inner[-8:] == ["-m", "mt5study.cli", "train", "--params", "/p/big.yaml", "--out", "/o/big", "--resume"]
+    with pytest.raises(SlurmError, match="asks for 32 processes but the allocation has 4 nodes x 4"):
+        slurm.multinode_train_command(params, "/p/big.yaml", "/o", environ={**alloc, "SLURM_GPUS_ON_NODE": "4"})
+    with pytest.raises(SlurmError, match="run.nodes=4 but the job has 2 nodes"):
+        slurm.multinode_train_command(params, "/p/big.yaml", "/o", environ={**alloc, "SLURM_JOB_NODELIST": "gpu[1-2]",
+                                                                               "SLURM_NNODES": "2"})
+
+
 # --------------------------------------------------------------------------- submission
 
 

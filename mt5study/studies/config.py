@@ -24,6 +24,7 @@ from pydantic import Field, model_validator
 
 from mt5study import config
 from mt5study.config import ConfigError, Section, TrainParams
+from mt5study.slurm_config import SlurmConfig
 
 
 class SearchConfig(Section):
@@ -86,6 +87,8 @@ class Study(Section):
 
 class StudyParams(Section):
     study: Study
+    slurm: SlurmConfig | None = None
+    """Resources of the study's jobs under `mt5study slurm submit`."""
 
 
 def resolve(path: str | Path) -> Path:

@@ -50,19 +50,21 @@ if (( ${#need[@]} )); then
     chmod 755 /usr/sbin/policy-rc.d
     own_policy=1
   fi
+  if (( own_policy )); then trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  (( own_policy )) && rm -f /usr/sbin/policy-rc.d
+  if (( own_policy )); then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
 fi
 
-# 2. Stop what an earlier run of this script started (restart cleanly).
+# 2. Stop what an earlier run of this script started (restart cleanly), unless the config in
+# place belongs to someone else: then touch nothing.
+if [[ -e $CONF ]] && ! grep -qF "$MARKER" "$CONF" && [[ ${MT5_SLURM_FORCE:-0} != 1 ]]; then
+  die "$CONF exists and was not written by this script: refusing to overwrite (MT5_SLURM_FORCE=1 to do it)"
+fi
 bash "$(dirname "${BASH_SOURCE[0]}")/stop_local_cluster.sh" --keep-munge >/dev/null
 
 # 3. slurm.conf, from what slurmd sees of this machine.
 NODE=$(hostname -s)
-if [[ -e $CONF ]] && ! grep -qF "$MARKER" "$CONF" && [[ ${MT5_SLURM_FORCE:-0} != 1 ]]; then
-  die "$CONF exists and was not written by this script: refusing to overwrite (MT5_SLURM_FORCE=1 to do it)"
-fi
 # `slurmd -C` prints e.g. "NodeName=vm CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2
 # ThreadsPerCore=1 RealMemory=24031" then "UpTime=..."; keep the hardware fields.
 hw=$(slurmd -C | grep '^NodeName=' | sed -E 's/^NodeName=[^ ]+ //; s/ *UpTime=.*//')
@@ -85,6 +87,7 @@ CryptoType=crypto/munge
 # again (default 120 s: too slow for tests). Slurm's minimum is 5.
 AuthInfo=cred_expire=10
 MpiDefault=none
+MailProg=/bin/true
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SwitchType=switch/none
@@ -94,6 +97,9 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$LOG_DIR/jobcomp.log
 SchedulerType=sched/backfill
+# Seconds between scheduling passes (defaults 60 and 30): a requeued job starts as soon as it
+# is eligible again, not up to half a minute later. Cheap on one node.
+SchedulerParameters=sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=$def_mem
