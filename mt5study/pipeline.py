@@ -26,14 +26,18 @@ class Step(Section):
     kind: Literal["notebook", "train"] = "notebook"
     notebook: str | None = None
     """Notebook under notebooks/ (kind=notebook)."""
-    params: str
-    """Params file, relative to the repository root."""
+    params: str | None = None
+    """Params file, relative to the repository root (injected as `params_path`)."""
     overrides: dict[str, Any] = {}
+    parameters: dict[str, Any] = {}
+    """Further notebook parameters, e.g. the folders a report reads."""
 
     @model_validator(mode="after")
     def _notebook_named(self) -> "Step":
         if self.kind == "notebook" and not self.notebook:
             raise ValueError(f"step {self.name!r}: kind=notebook needs `notebook`")
+        if self.kind == "train" and not self.params:
+            raise ValueError(f"step {self.name!r}: kind=train needs `params`")
         return self
 
 
@@ -56,8 +60,9 @@ def run_step(step: Step, kernel: str = KERNEL, outputs: Path = OUTPUTS) -> dict[
     """Run one step; returns what it did and how long it took."""
     from mt5study import config, launch
 
-    params_path = resolve(step.params)
-    config.load(params_path, step.overrides or None)  # refuse bad params before starting
+    params_path = resolve(step.params) if step.params else None
+    if params_path:
+        config.load(params_path, step.overrides or None)  # refuse bad params before starting
     out_dir = outputs / step.name
     t0 = time.perf_counter()
     if step.kind == "train":
@@ -70,11 +75,19 @@ def run_step(step: Step, kernel: str = KERNEL, outputs: Path = OUTPUTS) -> dict[
         executed.parent.mkdir(parents=True, exist_ok=True)
         papermill.execute_notebook(
             str(NOTEBOOKS / step.notebook), str(executed),
-            parameters={"params_path": str(params_path), "out_dir": str(out_dir), "overrides": dict(step.overrides)},
+            parameters={**({"params_path": str(params_path), "overrides": dict(step.overrides)} if params_path else {}),
+                        "out_dir": str(out_dir), **{k: _resolved(v) for k, v in step.parameters.items()}},
             kernel_name=kernel, cwd=str(NOTEBOOKS), progress_bar=False,
         )
         result = {"status": "completed", "notebook": str(executed)}
     return {"step": step.name, **result, "seconds": time.perf_counter() - t0}
+
+
+def _resolved(value: Any) -> Any:
+    """Relative 'outputs/...' paths in step parameters become absolute (papermill runs elsewhere)."""
+    if isinstance(value, str) and value.startswith("outputs/"):
+        return str(OUTPUTS / value[len("outputs/"):])
+    return value
 
 
 def run(params: PipelineParams, only: list[str] | None = None, outputs: Path = OUTPUTS) -> list[dict[str, Any]]:

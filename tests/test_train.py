@@ -155,3 +155,19 @@ def test_sigusr1_checkpoints_and_resume_loses_no_step(tiny_params, runs_dir):
     assert r.returncode == 0, r.stderr[-2000:]
     assert records.read_json(out / "summary.json")["status"] == "completed"
     assert [row["step"] for row in records.read_metrics(out / "metrics.jsonl")] == list(range(1, 61))
+
+
+def test_adafactor_with_zero_offload_and_mfu(tiny_params, runs_dir):
+    """Adafactor, ZeRO-3 with optimizer and parameter offload to CPU memory, MFU against a peak."""
+    out = runs_dir / "adafactor_offload"
+    s = launch.run(tiny_params, out, overrides={
+        "optim.name": "adafactor", "run.offload_optimizer": True, "run.offload_params": True,
+        "run.peak_tflops_per_device": 0.1, "run.steps": 3, "run.checkpoint_every": 0})
+    assert s["status"] == "completed" and s["steps"] == 3
+    ds = records.read_json(out / "deepspeed_config.json")["zero_optimization"]
+    assert ds["offload_optimizer"]["device"] == "cpu" and ds["offload_param"]["device"] == "cpu"
+    rows = records.read_metrics(out / "metrics.jsonl")
+    # MFU = model FLOPs per step / step seconds / (peak x world size)
+    r = rows[-1]
+    assert r["mfu"] == pytest.approx(r["flops_per_step"] / r["step_seconds"] / (0.1e12 * 2), rel=1e-6)
+    assert losses(out)[-1] < losses(out)[0]
