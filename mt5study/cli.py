@@ -68,6 +68,20 @@ def cmd_study(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trial(a: argparse.Namespace) -> int:
+    from mt5study.studies.cluster import run_one_trial
+
+    summary = run_one_trial(a.params, a.index, a.out)
+    print(f"mt5study trial {a.index}: {summary.get('status')}")
+    return EXIT_FAILED if summary.get("status") == "failed" else exit_code_of(summary)
+
+
+def exit_code_of(summary: dict) -> int:
+    from mt5study.launch import EXIT_PREEMPTED
+
+    return EXIT_PREEMPTED if summary.get("status") == "preempted" else 0
+
+
 def cmd_info(a: argparse.Namespace) -> int:
     from mt5study.model import PRESETS, RELEASED_PARAMETERS, build
 
@@ -105,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pipeline params file (default: params/cpu/pipeline.yaml)")
     p.add_argument("--only", nargs="+", help="run only these steps")
     p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("trial", help="train one grid trial of a study (one Slurm array task)")
+    p.add_argument("--params", required=True, help="study params file")
+    p.add_argument("--index", type=int, required=True, help="trial index in the grid (0-based)")
+    p.add_argument("--out", default=None, help="study folder (default outputs/<study name>)")
+    p.set_defaults(func=cmd_trial)
 
     p = sub.add_parser("info", help="presets and their parameter counts")
     p.set_defaults(func=cmd_info)

@@ -23,7 +23,8 @@ KERNEL = "mt5study"  # registered by scripts/setup.sh (ipykernel install --sys-p
 class Step(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     """Step name; also the output folder outputs/<name>."""
-    kind: Literal["notebook", "train"] = "notebook"
+    kind: Literal["notebook", "train", "site"] = "notebook"
+    """notebook: papermill; train: a training launch; site: the executed notebooks as HTML."""
     notebook: str | None = None
     """Notebook under notebooks/ (kind=notebook)."""
     params: str | None = None
@@ -65,7 +66,22 @@ def run_step(step: Step, kernel: str = KERNEL, outputs: Path = OUTPUTS) -> dict[
         config.load(params_path, step.overrides or None)  # refuse bad params before starting
     out_dir = outputs / step.name
     t0 = time.perf_counter()
-    if step.kind == "train":
+    if step.kind == "site":
+        from mt5study import site
+
+        site.build(sorted((outputs / "notebooks").glob("*.ipynb")), out_dir)
+        result = {"status": "completed", "index": str(out_dir / "index.html")}
+        try:
+            reports = site.check(out_dir)
+        except Exception as e:  # noqa: BLE001 (no Chromium here: the site stands, unchecked)
+            result["check"] = f"not checked: {type(e).__name__}: {e}"[:300]
+        else:
+            records.write_json_atomic(out_dir / "check.json", reports)
+            bad = [r["page"] for r in reports if not r["ok"]]
+            result["check"] = f"{len(reports)} pages, {len(bad)} with problems" + (f": {bad}" if bad else "")
+            if bad:
+                result["status"] = "failed"
+    elif step.kind == "train":
         summary = launch.run(params_path, out_dir, overrides=step.overrides or None)
         result = {"status": summary.get("status")}
     else:

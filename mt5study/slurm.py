@@ -561,6 +561,12 @@ def _fill(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--out", help="study output folder (default outputs/<notebook name>)")
     s.add_argument("--dry-run", action="store_true", help="print the script(s), submit nothing")
     s.set_defaults(func=_cmd_submit)
+    ss = sub.add_parser("submit-study", help="a study's trials as a job array, then its notebook")
+    ss.add_argument("--params", required=True, help="study params file")
+    ss.add_argument("--notebook", help="study notebook to execute after the trials (papermill)")
+    ss.add_argument("--out", help="study folder (default outputs/<study name>)")
+    ss.add_argument("--dry-run", action="store_true", help="print the scripts, submit nothing")
+    ss.set_defaults(func=_cmd_submit_study)
     st = sub.add_parser("status", help="this user's queued and running jobs")
     st.add_argument("--out", help="only jobs submitted to this output folder")
     st.set_defaults(func=_cmd_status)
@@ -580,6 +586,14 @@ def _reported(fn: Any) -> Any:
 @_reported
 def _cmd_submit(args: argparse.Namespace) -> int:
     submit(args.notebook, args.params, args.out, array=args.array, dry_run=args.dry_run)
+    return 0
+
+
+@_reported
+def _cmd_submit_study(args: argparse.Namespace) -> int:
+    from mt5study.studies.cluster import submit_study
+
+    submit_study(args.params, args.notebook, args.out, dry_run=args.dry_run)
     return 0
 
 

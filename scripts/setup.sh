@@ -10,8 +10,13 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
-  [ -f scripts/install_manpages.sh ] && bash scripts/install_manpages.sh
-  [ -f scripts/slurm/install.sh ] && bash scripts/slurm/install.sh
+  bash scripts/install_manpages.sh          # the default corpus: translated manual pages + groff
+  # Headless Chromium checks the published site (mt5study.site.check); Slurm's packages are
+  # installed by scripts/slurm/start_local_cluster.sh when a test starts the cluster.
+  if ! command -v chromedriver >/dev/null; then
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null
+  fi
 fi
 
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"

@@ -270,3 +270,35 @@ def test_real_trainer_is_preempted_requeued_and_resumes_exactly(cluster, tmp_pat
     assert int(job["Restarts"]) == 1 and job["JobState"] == "COMPLETED", job
     assert "command exited with code 3" in text and "restart_count=1" in text, text
     assert text.count("--resume") == 1, text  # only the rerun's command line carries it
+
+
+def test_smoke_study_as_a_job_array_then_its_notebook(cluster, tmp_path, cancel_later):
+    """The precision smoke study: one array task per trial through the real sbatch, then notebook 02."""
+    import nbformat
+    import pandas as pd
+
+    from mt5study.studies.cluster import submit_study
+
+    out = tmp_path / "precision_smoke"
+    t0 = time.monotonic()
+    ids = submit_study(PARAMS / "cpu" / "precision_smoke.yaml", "02_precision_study.ipynb", out)
+    for i in ids:
+        cancel_later(i)
+    assert len(ids) == 2
+    _wait_done(ids[0], timeout=600)
+    tasks = _jobs(ids[0])
+    assert len(tasks) == 6 and {t["JobState"] for t in tasks} == {"COMPLETED"}
+    assert {t["ArrayTaskThrottle"] for t in tasks} == {"2"}
+    _wait_done(ids[1], timeout=300)
+    print(f"\nstudy array + notebook wall time: {time.monotonic() - t0:.0f} s")
+    trials = sorted(p.name for p in (out / "grid" / "trials").iterdir())
+    assert len(trials) == 6
+    statuses = {t: records.read_json(out / "grid" / "trials" / t / "summary.json")["status"] for t in trials}
+    assert sorted(statuses.values()) == ["completed"] * 4 + ["unsupported"] * 2
+    table = pd.read_parquet(out / "grid" / "results.parquet")
+    assert len(table) == 6 and set(table.trial) == set(trials)
+    nb = nbformat.read(out / "02_precision_study.ipynb", as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
+    logs = list((out / "slurm" / "logs").glob("*.log"))
+    assert len(logs) == 7  # one per array task, one for the notebook job

@@ -1,0 +1,117 @@
+"""The published study: executed notebooks rendered to a static HTML site with an index page.
+
+`build(notebooks, out)` converts each executed notebook with nbconvert's HTMLExporter (figures
+embedded as data URIs, so the folder is self-contained and can be copied anywhere), and writes
+`index.html` linking them with their title, when they ran and whether any cell failed.
+`check(site)` opens every page in headless Chromium (Debian's chromium + chromium-driver,
+through Selenium) and reports pages that did not load, images that did not render and cells
+that show an error.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from mt5study import records
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 52rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+li { margin: .6rem 0; } .meta { color: #666; font-size: .9rem; } .bad { color: #b00; }
+"""
+
+
+def _title(nb: Any, fallback: str) -> str:
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return fallback
+
+
+def _errors(nb: Any) -> int:
+    return sum(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def build(notebooks: list[str | Path], out: str | Path, title: str = "mt5study — the published study") -> Path:
+    """Render executed notebooks into OUT/*.html plus OUT/index.html; returns the index path."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    exporter = HTMLExporter(template_name="lab")
+    entries = []
+    for path in sorted(Path(p) for p in notebooks):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: executed notebook not found")
+        nb = nbformat.read(path, as_version=4)
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": _title(nb, path.stem)}})
+        page = path.with_suffix(".html").name
+        records.write_text_atomic(out / page, body)
+        meta = nb.metadata.get("papermill", {})
+        entries.append({"page": page, "title": _title(nb, path.stem), "errors": _errors(nb),
+                        "ran": meta.get("end_time"), "seconds": meta.get("duration")})
+    env = records.environment()
+    items = "\n".join(
+        f'<li><a href="{html.escape(e["page"])}">{html.escape(e["title"])}</a>'
+        f'<div class="meta">{html.escape(str(e["ran"] or "not run by papermill"))}'
+        + (f", {e['seconds']:.0f} s" if e["seconds"] else "")
+        + (f' — <span class="bad">{e["errors"]} failed cell(s)</span>' if e["errors"] else "")
+        + "</div></li>" for e in entries)
+    git = env["git"]
+    index = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>
+<p>Each page is an executed notebook of the study; every number in it was read from a run folder.</p>
+<ol>{items}</ol>
+<p class="meta">Built {html.escape(env["time_utc"])} from commit {html.escape(str(git.get("commit")))}
+{"(uncommitted changes)" if git.get("dirty") else ""} on {html.escape(str(env["hardware"].get("cpu")))},
+GPUs: {html.escape(", ".join(env["hardware"].get("gpus") or []) or "none")}.</p></body></html>
+"""
+    records.write_text_atomic(out / "index.html", index)
+    records.write_json_atomic(out / "site.json", {"pages": entries, "env": env})
+    return out / "index.html"
+
+
+_CHECK_JS = """
+const imgs = Array.from(document.images);
+const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => (i.src || '').slice(0, 60));
+const errors = document.querySelectorAll('[data-mime-type="application/vnd.jupyter.stderr"] .ansi-red-fg, .jp-OutputArea-output.jp-mod-error, .output_error').length;
+const traceback = document.body.innerText.includes('Traceback (most recent call last)');
+return JSON.stringify({ready: document.readyState, images: imgs.length, broken: broken, errors: errors, traceback: traceback,
+                       title: document.title});
+"""
+
+
+def check(site: str | Path, screenshot_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Open every page of the site in headless Chromium; one report per page (see module doc)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    site = Path(site).resolve()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1280,1600"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
+    reports = []
+    try:
+        for page in sorted(site.glob("*.html")):
+            driver.get(page.as_uri())
+            result = json.loads(driver.execute_script(_CHECK_JS))
+            links = driver.execute_script("return Array.from(document.links).map(a => a.getAttribute('href'))")
+            missing = [h for h in links if h and not h.startswith(("http", "#", "mailto")) and not (site / h).exists()]
+            if screenshot_dir:
+                Path(screenshot_dir).mkdir(parents=True, exist_ok=True)
+                driver.save_screenshot(str(Path(screenshot_dir) / f"{page.stem}.png"))
+            reports.append({"page": page.name, **result, "missing_links": missing,
+                            "ok": result["ready"] == "complete" and not result["broken"] and not result["errors"]
+                            and not result["traceback"] and not missing})
+    finally:
+        driver.quit()
+    return reports

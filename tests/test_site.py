@@ -1,0 +1,60 @@
+"""The published site: executed notebooks -> HTML with an index, checked in headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from mt5study import site
+
+pytestmark = pytest.mark.slow
+
+
+def executed(path: Path, cells: list[str], allow_errors: bool = False) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem} study")] + [nbformat.v4.new_code_cell(c) for c in cells]
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=allow_errors).execute()
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def notebooks(tmp_path_factory):
+    d = tmp_path_factory.mktemp("nbs")
+    good = executed(d / "good.ipynb", [
+        "%matplotlib inline\nimport seaborn as sns, pandas as pd\n"
+        "df = pd.DataFrame({'lr': [1e-3, 2e-3, 4e-3], 'loss': [3.0, 2.5, 2.8]})",
+        "ax = sns.lineplot(data=df, x='lr', y='loss', marker='o')",
+        "print(df.to_string())",
+    ])
+    bad = executed(d / "bad.ipynb", ["1 / 0"], allow_errors=True)
+    return good, bad
+
+
+@pytest.mark.skipif(not shutil.which("chromium") or not shutil.which("chromedriver"),
+                    reason="needs Debian's chromium and chromium-driver (scripts/setup.sh installs them as root)")
+def test_site_renders_every_page_and_figure(notebooks, tmp_path):
+    good, bad = notebooks
+    index = site.build([good], tmp_path / "site")
+    assert index.exists() and "good study" in index.read_text()
+    reports = site.check(tmp_path / "site", screenshot_dir=tmp_path / "shots")
+    assert {r["page"] for r in reports} == {"index.html", "good.html"}
+    page = next(r for r in reports if r["page"] == "good.html")
+    assert page["images"] >= 1 and not page["broken"]  # the seaborn figure rendered
+    assert all(r["ok"] for r in reports), reports
+    assert (tmp_path / "shots" / "good.png").stat().st_size > 10_000
+
+    # a notebook with a failed cell is flagged on the index and by the check
+    site.build([good, bad], tmp_path / "site2")
+    assert "1 failed cell" in (tmp_path / "site2" / "index.html").read_text()
+    reports = {r["page"]: r for r in site.check(tmp_path / "site2")}
+    assert not reports["bad.html"]["ok"] and reports["good.html"]["ok"]
+
+
+def test_missing_notebook_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent.ipynb"):
+        site.build([tmp_path / "absent.ipynb"], tmp_path / "site")
