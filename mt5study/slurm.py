@@ -567,6 +567,12 @@ def _fill(parser: argparse.ArgumentParser) -> None:
     ss.add_argument("--out", help="study folder (default outputs/<study name>)")
     ss.add_argument("--dry-run", action="store_true", help="print the scripts, submit nothing")
     ss.set_defaults(func=_cmd_submit_study)
+    tr = sub.add_parser("train", help="inside an allocation: train on every node of it (srun + accelerate)")
+    tr.add_argument("--params", required=True, help="training params file")
+    tr.add_argument("--out", required=True, help="run folder")
+    tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    tr.add_argument("--dry-run", action="store_true", help="print the srun command only")
+    tr.set_defaults(func=_cmd_train)
     st = sub.add_parser("status", help="this user's queued and running jobs")
     st.add_argument("--out", help="only jobs submitted to this output folder")
     st.set_defaults(func=_cmd_status)
@@ -595,6 +601,20 @@ def _cmd_submit_study(args: argparse.Namespace) -> int:
 
     submit_study(args.params, args.notebook, args.out, dry_run=args.dry_run)
     return 0
+
+
+@_reported
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mt5study.launch import exit_code, launch_env as process_env
+
+    params = config.load(args.params)
+    cmd = multinode_train_command(params, Path(args.params).resolve(), Path(args.out).resolve(), resume=args.resume)
+    print(shlex.join(cmd), flush=True)
+    if args.dry_run:
+        return 0
+    # srun passes USR1/TERM on to every node's step; the launchers there ignore USR1 (see
+    # srun_command) and the ranks checkpoint. Exit 3 tells the job script to requeue.
+    return exit_code(args.out, subprocess.call(cmd, env=process_env(params.run.processes_per_node)))
 
 
 @_reported

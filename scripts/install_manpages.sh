@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the translated Linux manual pages that the `manpages` ETL source reads
-# (mt5study.data.sources.ManpagesSource): English `manpages` plus every `manpages-XX`
-# user-page package the distribution has, and groff/man-db to render them.
+# (mt5study.data.sources.ManpagesReader): English `manpages` plus every `manpages-XX`
+# user-page package the distribution has, and groff to render them.
 #
 # Run as root on Debian or Ubuntu:   sudo bash scripts/install_manpages.sh
 # Options (environment):
@@ -58,8 +58,7 @@ for p in "${candidates[@]}"; do
     echo "install_manpages.sh: no package $p here, skipped" >&2
   fi
 done
-tools=(man-db groff-base bsdextrautils)  # man, groff -Tutf8, col
-apt-cache show bsdextrautils >/dev/null 2>&1 || tools=(man-db groff-base bsdmainutils)
+tools=(groff-base man-db)  # groff renders the pages (the ETL); man for reading them by hand
 
 echo "install_manpages.sh: installing ${pkgs[*]} ${tools[*]}"
 apt-get install -y --no-install-recommends "${tools[@]}" "${pkgs[@]}"

@@ -302,3 +302,26 @@ def test_smoke_study_as_a_job_array_then_its_notebook(cluster, tmp_path, cancel_
     assert not errors
     logs = list((out / "slurm" / "logs").glob("*.log"))
     assert len(logs) == 7  # one per array task, one for the notebook job
+
+
+def test_slurm_train_launches_through_srun_on_the_allocation(cluster, tmp_path, cancel_later):
+    """`mt5study slurm train` inside a job: srun + accelerate launch built from the allocation
+    (machine rank from SLURM_NODEID, rendezvous on the first host) - one node here, the same
+    command spans N nodes on a cluster."""
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "mt5study.cli", "slurm", "train", "--params", str(PARAMS / "cpu" / "tiny.yaml"),
+            "--out", str(out)]
+    log = tmp_path / "srun.log"
+    script = tmp_path / "srun.sbatch"
+    script.write_text(slurm.render_command(argv, SlurmConfig(cpus_per_task=min(2, os.cpu_count() or 1), time="00:10:00"),
+                                           job_name="mt5-srun", log=log, watch_dir=out))
+    job_id = slurm.submit_script(script)
+    cancel_later(job_id)
+    (job,) = _wait_done(job_id, 300)
+    text = log.read_text()
+    assert job["JobState"] == "COMPLETED", text[-3000:]
+    assert "srun --nodes=1" in text and '--machine_rank "$SLURM_NODEID"' in text
+    summary = records.read_json(out / "summary.json")
+    assert summary["status"] == "completed" and summary["world_size"] == 2
+    env = records.read_json(out / "env.json")
+    assert env["slurm"]["SLURM_JOB_ID"] == job_id

@@ -20,7 +20,7 @@ class ManpagesSource(Section):
     """Root of the manual pages: `man1..man8` hold English, `<locale>/manN` the translations."""
     packages_only: bool = True
     """Where dpkg exists, read only the pages that the `manpages`/`manpages-XX` packages install
-    (reproducible across machines); else (or False) every page found under man_dir."""
+    (reproducible across machines); without dpkg, or when False, every page under man_dir."""
     include_dev: bool = False
     """Also the `manpages-dev`/`manpages-XX-dev` packages (sections 2/3: C library interfaces)."""
     render_timeout_s: float = Field(default=30.0, gt=0.0)  # per page; groff rarely needs 0.1 s
@@ -35,7 +35,9 @@ class MC4Source(Section):
     """Configuration name per language; `{lang}` is replaced (allenai/c4: "de"; legacy mc4: "de")."""
     split: str = "train"
     data_files: str | None = None
-    """Glob with `{lang}` for local files in mC4's schema, e.g. "/data/mc4/c4-{lang}.*.json.gz"."""
+    """Glob with `{lang}` for local files in mC4's schema, e.g. "/data/mc4/c4-{lang}.*.json.gz",
+    read one by one so that errors name the file (datasets parses JSON in blocks: a bad record
+    loses the rest of its file, counted as one bad record)."""
     revision: str | None = None  # hub commit or tag, recorded in the manifest
     text_field: str = "text"
 
@@ -54,9 +56,13 @@ class SourceConfig(Section):
     kind: Literal["manpages", "mc4", "files"] = "manpages"
     languages: list[str] | None = None
     """Language codes to read; None = all that the source has (mc4 needs a list)."""
+    fraction: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Seeded share of each language's documents to read (keeps the sizes unequal, unlike a
+    cap): manpages take round(fraction * pages), at least one; streams keep each document
+    with this probability."""
     max_docs_per_language: int | None = Field(default=None, gt=0)
-    """Documents read per language before cleaning (a seeded sample for manpages, the first N
-    of the stream otherwise); None = all."""
+    """At most this many documents per language, after `fraction` (a seeded sample of pages
+    for manpages, the first N of the stream otherwise); None = no cap."""
     on_bad_record: Literal["skip", "error"] = "skip"
     """Malformed JSON, non-UTF-8 lines, a truncated gzip: skip and count (with a warning naming
     file and line), or stop with that message."""

@@ -71,31 +71,28 @@ def _random_segmentation(num_items: int, num_segments: int, rng: np.random.Gener
     return np.diff(bounds, axis=1)
 
 
-def random_spans_noise_mask(
-    length: int, noise_density: float, mean_noise_span_length: float, rng: np.random.Generator, batch: int = 1
-) -> np.ndarray:
-    """Boolean (batch, length) noise masks: alternating non-noise/noise spans, non-noise first."""
+def _span_lengths(length: int, noise_density: float, mean_noise_span_length: float, rng: np.random.Generator,
+                  batch: int) -> np.ndarray:
+    """(batch, 2 * spans) lengths [non-noise 0, noise 0, non-noise 1, noise 1, ...] per row."""
     if length < 2:
         raise ValueError(f"span corruption needs at least 2 tokens, got {length}")
     num_noise, num_spans = _noise_counts(length, noise_density, mean_noise_span_length)
     noise_lengths = _random_segmentation(num_noise, num_spans, rng, batch)
     nonnoise_lengths = _random_segmentation(length - num_noise, num_spans, rng, batch)
-    interleaved = np.stack([nonnoise_lengths, noise_lengths], axis=2).reshape(batch, 2 * num_spans)
-    starts = np.cumsum(interleaved, axis=1)[:, :-1]  # where spans 1 .. 2*num_spans-1 begin
-    indicator = np.zeros((batch, length), dtype=np.int8)
-    indicator[np.repeat(np.arange(batch), starts.shape[1]), starts.ravel()] = 1
-    return np.cumsum(indicator, axis=1) % 2 == 1  # odd-numbered spans are noise
+    return np.stack([nonnoise_lengths, noise_lengths], axis=2).reshape(batch, 2 * num_spans)
 
 
-def _spans_to_sentinels(tokens: np.ndarray, span_mask: np.ndarray, sentinels: np.ndarray) -> np.ndarray:
-    """Replace each run of `span_mask` by one sentinel (the k-th run by sentinels[k])."""
-    prev = np.zeros_like(span_mask)
-    prev[:, 1:] = span_mask[:, :-1]
-    first = span_mask & ~prev
-    span_index = np.maximum(np.cumsum(first, axis=1) - 1, 0)
-    out = np.where(first, sentinels[span_index], tokens)
-    keep = ~(span_mask & prev)  # later tokens of a run are dropped
-    return out[keep].reshape(tokens.shape[0], -1)  # every row keeps the same count
+def _mask_from_lengths(lengths: np.ndarray) -> np.ndarray:
+    batch, parts = lengths.shape
+    flags = np.tile(np.array([False, True]), batch * parts // 2)  # non-noise, noise, ...
+    return np.repeat(flags, lengths.ravel()).reshape(batch, -1)
+
+
+def random_spans_noise_mask(
+    length: int, noise_density: float, mean_noise_span_length: float, rng: np.random.Generator, batch: int = 1
+) -> np.ndarray:
+    """Boolean (batch, length) noise masks: alternating non-noise/noise spans, non-noise first."""
+    return _mask_from_lengths(_span_lengths(length, noise_density, mean_noise_span_length, rng, batch))
 
 
 def span_corrupt_batch(
@@ -111,16 +108,25 @@ def span_corrupt_batch(
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be 2-D (batch, raw length), got shape {tokens.shape}")
     batch, length = tokens.shape
-    sentinels = np.asarray(sentinel_ids, dtype=np.int64)
-    _, num_spans = _noise_counts(length, noise_density, mean_noise_span_length) if length >= 2 else (0, 0)
+    sentinels = np.asarray(sentinel_ids, dtype=np.int32)
+    num_spans = _noise_counts(length, noise_density, mean_noise_span_length)[1] if length >= 2 else 0
     if num_spans > len(sentinels):
         raise ValueError(f"{num_spans} noise spans need {num_spans} sentinels, got {len(sentinels)}")
-    mask = random_spans_noise_mask(length, noise_density, mean_noise_span_length, rng, batch)
+    lengths = _span_lengths(length, noise_density, mean_noise_span_length, rng, batch)
+    noise = _mask_from_lengths(lengths)
+    starts = np.cumsum(lengths, axis=1) - lengths  # (batch, 2 * spans): where each span begins
+    rows = np.repeat(np.arange(batch), num_spans)
+    span_sentinels = np.tile(sentinels[:num_spans], batch)
     eos = np.full((batch, 1), eos_id, dtype=np.int32)
-    inputs = _spans_to_sentinels(tokens, mask, sentinels)
-    targets = _spans_to_sentinels(tokens, ~mask, sentinels)
-    return (np.concatenate([inputs.astype(np.int32), eos], axis=1),
-            np.concatenate([targets.astype(np.int32), eos], axis=1))
+    out = []
+    # Inputs: non-noise tokens, each noise span's first token replaced by its sentinel, the rest
+    # of the span dropped. Targets: the same with the roles swapped (non-noise span k -> sentinel k).
+    for keep, span_starts in ((~noise, starts[:, 1::2]), (noise, starts[:, 0::2])):
+        values = tokens.astype(np.int32, copy=True)
+        values[rows, span_starts.ravel()] = span_sentinels
+        keep[rows, span_starts.ravel()] = True
+        out.append(np.concatenate([values[keep].reshape(batch, -1), eos], axis=1))  # equal counts per row
+    return out[0], out[1]
 
 
 def span_corrupt(

@@ -15,7 +15,6 @@ depend on num_proc.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -32,41 +31,56 @@ import numpy as np
 from mt5study.data.clean import clean_documents
 from mt5study.data.config import ETLConfig, ETLParams
 from mt5study.data.corruption import pad_to, span_corrupt_batch, span_corruption_lengths
+from mt5study.data.output import (
+    LABEL_PAD, SPLITS, ETLError, check_target, content_hash, counts_padding, counts_total, document_ranges, is_complete,
+    language_counts, move_into_place, remove_stale_temporaries, write_documents_table,
+)
 from mt5study.data.sampling import interleave, natural_shares, temperature_probs
-from mt5study.data.sources import BadRecords, SourceError, _stable_int, make_source
+from mt5study.data.sources import BadRecords, SourceError, make_source, stable_seed
 from mt5study.data.tokenizer import (
-    EOS_ID, PAD_ID, Encoder, check_t5_layout, load_tokenizer, save_t5_tokenizer, sentinel_ids,
-    tokenizer_hash, train_sentencepiece,
+    EOS_ID, PAD_ID, Encoder, check_t5_layout, load_tokenizer, make_tokenizer, sentinel_ids, tokenizer_hash,
 )
 
 log = logging.getLogger(__name__)
 
 FORMAT = "mt5study-etl/1"
-LABEL_PAD = -100  # ignored by the loss; only used if an example is ever shorter than targets_length
-SPLITS = ("train", "validation")
-
-
-class ETLError(RuntimeError):
-    """The ETL cannot produce a dataset (empty language, occupied output folder, ...)."""
 
 
 def run(params: ETLParams, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
     """Run the whole ETL into `out`; returns the manifest (also OUT/manifest.json)."""
     out = Path(out).resolve()
-    _check_target(out, overwrite)
+    check_target(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(out)
+    remove_stale_temporaries(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         with _quiet_datasets():
             manifest = build(params, tmp)
-        _check_target(out, overwrite)  # again: another process may have finished meanwhile
-        _move_into_place(tmp, out)
+        check_target(out, overwrite)  # again: another process may have finished meanwhile
+        move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def run_or_reuse(params: ETLParams, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
+    """The manifest of a completed output made from the same params; otherwise run the ETL.
+
+    A completed output made from other params is refused (ETLError) unless overwrite.
+    """
+    import json
+
+    from mt5study.config import to_dict
+
+    out = Path(out).resolve()
+    if is_complete(out) and not overwrite:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        if manifest.get("params") == to_dict(params):
+            return manifest
+        raise ETLError(f"{out} holds an ETL output made from other params; pass overwrite=True to replace it")
+    return run(params, out, overwrite=overwrite)
 
 
 def build(params: ETLParams, folder: Path) -> dict[str, Any]:
@@ -88,7 +102,7 @@ def build(params: ETLParams, folder: Path) -> dict[str, Any]:
 
     stats = clean_all(cfg, langs, work / "clean")
     lap("clean")
-    kept, dropped = check_languages(cfg, stats)
+    kept, dropped = check_languages(cfg, stats, source_record.get("files"))
 
     sizes = {lang: stats[lang]["kept"]["docs" if cfg.sampling.size_unit == "documents" else "chars"] for lang in kept}
     probs = temperature_probs(sizes, cfg.sampling.alpha, cfg.sampling.cap)
@@ -121,7 +135,7 @@ def build(params: ETLParams, folder: Path) -> dict[str, Any]:
     counts = language_counts(stats, kept, split_counts, tokens, ranges, saved)
     if cfg.output.keep_documents:
         write_documents_table(tokens, split_counts, kept, folder / "documents.parquet")
-    padded = {s: int(counts_padding(saved[s], cfg.corruption.inputs_length, targets_len)) for s in SPLITS}
+    padded = {s: counts_padding(saved[s], targets_len) for s in SPLITS}
     content = {s: content_hash(saved[s]) for s in SPLITS}
     lap("hash")
     del tokens, examples, dataset, saved
@@ -184,7 +198,8 @@ def resolve_languages(cfg: ETLConfig, source) -> list[str]:
 def _clean_worker(cfg: ETLConfig, lang: str, out_dir: Path) -> dict[str, Any]:
     source = make_source(cfg.source)
     bad = BadRecords(policy=cfg.source.on_bad_record)
-    docs = ((d.id, d.text) for d in source.documents(lang, cfg.source.max_docs_per_language, cfg.seed, bad))
+    docs = ((d.id, d.text) for d in source.documents(lang, cfg.source.max_docs_per_language, cfg.seed, bad,
+                                                                cfg.source.fraction))
     stats = clean_documents(docs, lang, cfg.cleaning, out_dir / f"{lang}.arrow", out_dir)
     stats["bad_records"] = {"count": bad.count, "messages": bad.messages}
     return stats
@@ -194,9 +209,13 @@ def clean_all(cfg: ETLConfig, langs: list[str], out_dir: Path) -> dict[str, dict
     """Clean every language into out_dir/<lang>.arrow, languages in parallel; per-language counts."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.num_proc > 1 and len(langs) > 1:
-        with ProcessPoolExecutor(min(cfg.num_proc, len(langs)), mp_context=get_context("spawn")) as pool:
+        # spawn, not fork: the parent may hold threads (tokenizers, torch) that fork would copy
+        pool = ProcessPoolExecutor(min(cfg.num_proc, len(langs)), mp_context=get_context("spawn"))
+        try:
             futures = {lang: pool.submit(_clean_worker, cfg, lang, out_dir) for lang in langs}
             stats = {lang: f.result() for lang, f in futures.items()}
+        finally:  # on an error, languages not started yet are not read at all
+            pool.shutdown(wait=True, cancel_futures=True)
     else:
         stats = {lang: _clean_worker(cfg, lang, out_dir) for lang in langs}
     for lang, s in stats.items():
@@ -207,8 +226,10 @@ def clean_all(cfg: ETLConfig, langs: list[str], out_dir: Path) -> dict[str, dict
     return stats
 
 
-def check_languages(cfg: ETLConfig, stats: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
-    """Languages with documents left; an emptied one is an error or a warned drop (by param)."""
+def check_languages(cfg: ETLConfig, stats: dict[str, dict[str, Any]],
+                    files: dict[str, list[str]] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Languages with documents left; an emptied one is an error or a warned drop (by param).
+    `files` (language -> source files) lets the message name the files of an empty language."""
     if not any(s["read"]["docs"] for s in stats.values()):
         raise SourceError(f"{cfg.source.kind} source: no documents at all for languages {sorted(stats)}")
     kept, dropped = [], {}
@@ -219,6 +240,9 @@ def check_languages(cfg: ETLConfig, stats: dict[str, dict[str, Any]]) -> tuple[l
         why = ", ".join(f"{f} {s[f]['docs']}" for f in ("min_length", "duplicate", "langid") if s[f]["docs"])
         reason = (f"language {lang}: no documents left after cleaning (read {s['read']['docs']}"
                   + (f"; dropped by {why}" if why else "") + ")")
+        if s["read"]["docs"] == 0:
+            where = f" in {', '.join(files[lang])}" if files and files.get(lang) else ""
+            reason = f"language {lang}: the source has no documents{where}"
         if cfg.cleaning.on_empty_language == "error":
             raise ETLError(reason + "; set cleaning.on_empty_language: drop to continue without it")
         warnings.warn(reason + ": dropped", stacklevel=2)
@@ -237,67 +261,12 @@ def split_documents(cfg: ETLConfig, langs: list[str], clean_dir: Path):
         ds = datasets.Dataset.from_file(str(clean_dir / f"{lang}.arrow"))
         n = len(ds)
         n_val = max(1, round(cfg.output.validation_fraction * n)) if cfg.output.validation_fraction > 0 and n >= 2 else 0
-        rng = np.random.default_rng([cfg.seed, _stable_int(lang), 1])
+        rng = np.random.default_rng([cfg.seed, stable_seed(lang), 1])
         is_val = np.zeros(n, dtype=bool)
         is_val[rng.choice(n, size=n_val, replace=False)] = True
         parts += [ds.select(np.flatnonzero(~is_val)), ds.select(np.flatnonzero(is_val))]
         counts[lang] = {"train": int(n - n_val), "validation": int(n_val)}
     return datasets.concatenate_datasets(parts), counts
-
-
-def document_ranges(langs: list[str], split_counts: dict[str, dict[str, int]]) -> dict[tuple[str, str], tuple[int, int]]:
-    """[start, stop) rows of each (language, split) in the documents ordered by split_documents."""
-    ranges, start = {}, 0
-    for lang in langs:
-        for split in SPLITS:
-            n = split_counts[lang][split]
-            ranges[(lang, split)] = (start, start + n)
-            start += n
-    return ranges
-
-
-def make_tokenizer(cfg: ETLConfig, docs, doc_range, probs: dict[str, float], out_dir: Path, work: Path) -> dict[str, Any]:
-    """Train SentencePiece on a temperature-balanced sample of training documents, or copy a
-    released tokenizer; either way saved as a HF tokenizer in out_dir."""
-    tc = cfg.tokenizer
-    if tc.pretrained is not None:
-        tok = load_tokenizer(tc.pretrained)
-        tok.save_pretrained(str(out_dir))
-        return {"kind": "pretrained", "name": tc.pretrained}
-    sample_file = work / "tokenizer_sample.txt"
-    chars = write_tokenizer_sample(docs, doc_range, probs, tc.sample_chars, tc.max_sentence_chars, cfg.seed, sample_file)
-    model = train_sentencepiece(
-        sample_file, work / "spiece", tc.vocab_size - tc.extra_ids, tc.character_coverage, tc.normalization_rule,
-        num_threads=cfg.num_proc, seed=cfg.seed, max_sentence_chars=tc.max_sentence_chars,
-    )
-    tok = save_t5_tokenizer(model, out_dir, tc.extra_ids)
-    if len(tok) < tc.vocab_size:
-        warnings.warn(f"tokenizer: the sample supports {len(tok)} of the {tc.vocab_size} tokens asked for",
-                      stacklevel=2)
-    return {"kind": "trained", "model_type": "unigram", "byte_fallback": True, "sample_chars": chars}
-
-
-def write_tokenizer_sample(docs, doc_range, probs: dict[str, float], total_chars: int, max_line: int, seed: int,
-                           path: Path) -> dict[str, int]:
-    """Lines of training documents, p_l * total_chars characters per language (all of a
-    language's text where it has less), documents in seeded random order; chars per language."""
-    taken: dict[str, int] = {}
-    with open(path, "w", encoding="utf-8") as f:
-        for lang, p in sorted(probs.items()):
-            a, b = doc_range[(lang, "train")]
-            order = a + np.random.default_rng([seed, _stable_int(lang), 2]).permutation(b - a)
-            budget, used = p * total_chars, 0
-            for start in range(0, len(order), 256):
-                if used >= budget:
-                    break
-                for text in docs.select(order[start:start + 256])["text"]:
-                    for line in text.split("\n"):
-                        line = line.strip()[:max_line]
-                        if line and used < budget:
-                            f.write(line + "\n")
-                            used += len(line)
-            taken[lang] = used
-    return taken
 
 
 def _tokenize_batch(batch: dict[str, list], encoder: Encoder) -> dict[str, list]:
@@ -349,7 +318,7 @@ def _corrupt_units(units: dict[str, list], token_files: tuple[str, ...], raw_len
     inputs, labels, langs = [], [], []
     for lang, start, chunks, unit in zip(units["lang"], units["start"], units["chunks"], units["unit"]):
         tokens = flat.slice(start, chunks * raw_len).to_numpy().reshape(chunks, raw_len)
-        rng = np.random.default_rng([seed, _stable_int(lang), unit])  # one stream per unit
+        rng = np.random.default_rng([seed, stable_seed(lang), unit])  # one stream per unit
         x, y = span_corrupt_batch(tokens, noise_density, mean_span, sentinels, rng, EOS_ID)
         inputs.append(pad_to(x, inputs_len, PAD_ID))
         labels.append(pad_to(y, targets_len, LABEL_PAD))
@@ -431,118 +400,6 @@ def mix(examples, ranges, probs: dict[str, float], cfg: ETLConfig):
     return datasets.DatasetDict(out), used
 
 
-# ----------------------------------------------------------------------------- records
-
-
-def language_counts(stats, langs, split_counts, tokens, ranges, saved) -> dict[str, dict[str, Any]]:
-    """Per-language counts: read, each filter, kept, split, tokens, examples, sampled."""
-    table = tokens.with_format("arrow")
-    lang_col = np.asarray(table["lang"].to_numpy(zero_copy_only=False))
-    n_tok = table["n_tokens"].to_numpy()
-    n_chr = table["chars"].to_numpy()
-    doc_range = document_ranges(langs, split_counts)
-    sampled = {s: _value_counts(saved[s].with_format("arrow")["lang"]) if len(saved[s]) else {} for s in SPLITS}
-    out = {}
-    for lang, s in stats.items():
-        row = {k: v for k, v in s.items() if k not in ("bad_records", "sha256")}
-        if lang in langs:
-            row["documents"] = split_counts[lang]
-            row["tokens"] = {sp: int(n_tok[slice(*doc_range[(lang, sp)])].sum()) for sp in SPLITS}
-            row["characters"] = {sp: int(n_chr[slice(*doc_range[(lang, sp)])].sum()) for sp in SPLITS}
-            row["examples"] = {sp: ranges[(sp, lang)][1] - ranges[(sp, lang)][0] for sp in SPLITS}
-            row["sampled"] = {sp: int(sampled[sp].get(lang, 0)) for sp in SPLITS}
-        out[lang] = row
-    assert (lang_col.size == 0) or set(np.unique(lang_col)) <= set(langs)
-    return out
-
-
-def _value_counts(column) -> dict[str, int]:
-    values, counts = np.unique(np.asarray(column.to_numpy(zero_copy_only=False), dtype=object), return_counts=True)
-    return dict(zip(values.tolist(), counts.tolist()))
-
-
-def counts_total(counts, split: str) -> int:
-    return int(sum(c.get("sampled", {}).get(split, 0) for c in counts.values()))
-
-
-def counts_padding(ds, inputs_len: int, targets_len: int) -> int:
-    """Examples with any padding (0 at T5's lengths; kept in the manifest as a check)."""
-    if len(ds) == 0:
-        return 0
-    t = ds.with_format("arrow")
-    import pyarrow.compute as pc
-
-    labels = pc.list_flatten(t["labels"]).to_numpy().reshape(-1, targets_len)
-    return int((labels == LABEL_PAD).any(axis=1).sum())
-
-
-def content_hash(ds) -> str:
-    """sha256 of a split's input_ids, labels and lang, in order (independent of file layout)."""
-    import pyarrow.compute as pc
-
-    h = hashlib.sha256()
-    for batch in ds.with_format("arrow").iter(batch_size=8192):
-        h.update(pc.list_flatten(batch["input_ids"]).to_numpy().astype("<i4").tobytes())
-        h.update(pc.list_flatten(batch["labels"]).to_numpy().astype("<i4").tobytes())
-        h.update("\n".join(batch["lang"].to_pylist()).encode("utf-8"))
-    return h.hexdigest()
-
-
-def write_documents_table(tokens, split_counts, langs, path: Path) -> None:
-    """documents.parquet: id, lang, split, chars and tokens (EOS included) of every document."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    t = tokens.with_format("arrow")[:]  # a pyarrow Table of all rows
-    split = np.empty(len(t), dtype=object)
-    for (lang, sp), (a, b) in document_ranges(langs, split_counts).items():
-        split[a:b] = sp
-    table = pa.table({"id": t["id"], "lang": t["lang"], "split": pa.array(split.tolist(), pa.string()),
-                      "chars": t["chars"], "tokens": t["n_tokens"]})
-    pq.write_table(table, path)
-
-
-# ----------------------------------------------------------------------------- output folder
-
-
-def is_complete(folder: Path) -> bool:
-    """An ETL output is complete when its manifest.json exists (written last)."""
-    return (Path(folder) / "manifest.json").is_file()
-
-
-def _check_target(out: Path, overwrite: bool) -> None:
-    if not out.exists() or overwrite:
-        return
-    if is_complete(out):
-        raise ETLError(f"{out} already holds a completed ETL output (manifest.json); "
-                       "pass overwrite=True (CLI: --overwrite) to replace it")
-    if not out.is_dir() or any(out.iterdir()):
-        raise ETLError(f"{out} exists and is not an empty folder; refusing to write the ETL output there")
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Temporary folders of runs that were killed (their process is gone)."""
-    for p in out.parent.glob(f".{out.name}.tmp-*"):
-        try:
-            pid = int(p.name.rsplit(".tmp-", 1)[1].split("-")[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(p, ignore_errors=True)
-        except (ValueError, IndexError, PermissionError):
-            continue
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename tmp to out; an existing out (overwrite) is moved aside first, then deleted."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def _quiet_datasets():
     import datasets
@@ -565,4 +422,5 @@ class _Lap:
     def __call__(self, name: str) -> None:
         now = time.perf_counter()
         self.timings[name] = round(now - self.t, 2)
+        log.info("etl: %s took %.1f s", name, now - self.t)
         self.t = now

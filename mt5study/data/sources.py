@@ -76,7 +76,9 @@ class Source:
     def languages(self) -> list[str]:
         raise NotImplementedError
 
-    def documents(self, lang: str, limit: int | None, seed: int, bad: BadRecords) -> Iterator[Document]:
+    def documents(self, lang: str, limit: int | None, seed: int, bad: BadRecords,
+                  fraction: float = 1.0) -> Iterator[Document]:
+        """Documents of `lang`: a seeded `fraction` of them, at most `limit`."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -127,11 +129,12 @@ class ManpagesReader(Source):
         if not root.is_dir():
             raise SourceError(f"manpages source: {root} does not exist; run scripts/install_manpages.sh as root")
         paths: list[str] = []
-        packages = self._dpkg_packages() if self.cfg.packages_only else {}
+        use_dpkg = self.cfg.packages_only and shutil.which("dpkg-query") is not None
+        packages = self._dpkg_packages() if use_dpkg else {}
         if packages:
             out = subprocess.run(["dpkg", "-L", *sorted(packages)], capture_output=True, text=True, check=False)
             paths = [p for p in out.stdout.splitlines() if p.startswith(str(root) + "/")]
-        else:
+        elif not use_dpkg:
             paths = [str(p) for p in root.rglob("*") if not p.is_dir()]
         files: dict[str, list[str]] = {}
         for p in sorted(set(paths)):
@@ -143,7 +146,7 @@ class ManpagesReader(Source):
         if not files:
             raise SourceError(
                 f"manpages source: no manual pages under {root}"
-                + (f" from packages {sorted(packages)}" if packages else "")
+                + (" from the manpages* packages (none installed)" if use_dpkg else "")
                 + "; run scripts/install_manpages.sh as root (Debian/Ubuntu)"
             )
         self._files = files
@@ -152,12 +155,14 @@ class ManpagesReader(Source):
     def languages(self) -> list[str]:
         return sorted(self._page_files())
 
-    def documents(self, lang: str, limit: int | None, seed: int, bad: BadRecords) -> Iterator[Document]:
+    def documents(self, lang: str, limit: int | None, seed: int, bad: BadRecords,
+                  fraction: float = 1.0) -> Iterator[Document]:
         files = self._page_files().get(lang, [])
-        if limit is not None and len(files) > limit:
-            # A seeded sample of pages, not the first `limit` (which would all start with 'a').
-            rng = np.random.default_rng([seed, _stable_int(lang)])
-            files = [files[i] for i in sorted(rng.choice(len(files), size=limit, replace=False))]
+        take = min(max(1, round(fraction * len(files))), limit or len(files))
+        if take < len(files):
+            # A seeded sample of pages, not the first ones (which would all start with 'a').
+            rng = np.random.default_rng([seed, stable_seed(lang)])
+            files = [files[i] for i in sorted(rng.choice(len(files), size=take, replace=False))]
         for path in files:
             text = render_manpage(path, self.cfg.render_timeout_s, bad)
             if text is not None:
@@ -254,14 +259,11 @@ class FilesReader(Source):
     def languages(self) -> list[str]:
         return sorted(self._files())
 
-    def documents(self, lang: str, limit: int | None, seed: int, bad: BadRecords) -> Iterator[Document]:
-        n = 0
-        for path in self._files().get(lang, []):
-            for doc in read_records(path, lang, self.cfg.text_field, self.cfg.txt_documents, bad):
-                if limit is not None and n >= limit:
-                    return
-                n += 1
-                yield doc
+    def documents(self, lang: str, limit: int | None, seed: int, bad: BadRecords,
+                  fraction: float = 1.0) -> Iterator[Document]:
+        docs = (doc for path in self._files().get(lang, [])
+                for doc in read_records(path, lang, self.cfg.text_field, self.cfg.txt_documents, bad))
+        yield from _subsample(docs, lang, limit, seed, fraction)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -345,28 +347,30 @@ class MC4Reader(Source):
             raise SourceError(f"mc4 source: no files match {pattern} (language {lang})")
         return files
 
-    def documents(self, lang: str, limit: int | None, seed: int, bad: BadRecords) -> Iterator[Document]:
+    def documents(self, lang: str, limit: int | None, seed: int, bad: BadRecords,
+                  fraction: float = 1.0) -> Iterator[Document]:
+        yield from _subsample(self._records(lang, bad), lang, limit, seed, fraction)
+
+    def _records(self, lang: str, bad: BadRecords) -> Iterator[Document]:
         files = self._files(lang)
-        n = 0
         # Local files are streamed one by one so that an error names its file.
         for group in ([[f] for f in files] if files is not None else [None]):
             where = group[0] if group else f"{self.cfg.dataset} [{self._config(lang)}]"
-            i = 0
+            read = 0
             try:
-                for i, record in enumerate(self._stream(lang, group)):
-                    if limit is not None and n >= limit:
-                        return
+                for record in self._stream(lang, group):
+                    read += 1
                     text = record.get(self.cfg.text_field)
                     if not isinstance(text, str):
-                        bad.report(f"{where}: record {i + 1}: no string field {self.cfg.text_field!r}")
+                        bad.report(f"{where}: record {read}: no string field {self.cfg.text_field!r}")
                         continue
-                    n += 1
-                    yield Document(id=str(record.get("url") or f"{Path(str(where)).name}:{i + 1}"), lang=lang, text=text)
+                    yield Document(id=str(record.get("url") or f"{Path(str(where)).name}:{read}"), lang=lang, text=text)
             except SourceError:
                 raise
             except Exception as e:  # noqa: BLE001 (datasets raises many kinds; name file and record)
+                # datasets parses JSON in blocks: a bad line loses the rest of its block and file.
                 bad.report(
-                    f"{where}: unreadable after record {i} ({type(e).__name__}: {str(e)[:300]}); "
+                    f"{where}: unreadable after {read} records ({type(e).__name__}: {str(e)[:300]}); "
                     f"the rest of this file is skipped"
                 )
 
@@ -398,6 +402,22 @@ class MC4Reader(Source):
         }
 
 
-def _stable_int(text: str) -> int:
-    """A seed component from a string that does not change between runs (unlike hash())."""
+def _subsample(docs: Iterator[Document], lang: str, limit: int | None, seed: int, fraction: float) -> Iterator[Document]:
+    """Keep each document with probability `fraction` (seeded per language), stop at `limit`."""
+    rng = np.random.default_rng([seed, stable_seed(lang)])
+    if limit == 0:
+        return
+    n = 0
+    for doc in docs:
+        if fraction < 1.0 and rng.random() >= fraction:
+            continue
+        yield doc
+        n += 1
+        if limit is not None and n >= limit:
+            return  # before reading further: closes the file or stream
+
+
+def stable_seed(text: str) -> int:
+    """A seed component from a string (a language code) that is the same in every process and
+    run, unlike hash()."""
     return zlib.crc32(text.encode("utf-8"))

@@ -13,9 +13,16 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+
+import numpy as np
+
+from mt5study.data.config import ETLConfig
+from mt5study.data.output import ETLError
+from mt5study.data.sources import stable_seed
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2  # T5/mT5's special ids
 
@@ -50,21 +57,39 @@ def train_sentencepiece(
         num_threads=num_threads,
         minloglevel=2,  # warnings and errors only
     )
-    return Path(f"{model_prefix}.model")
+    model = Path(f"{model_prefix}.model")
+    _strip_paths(model)
+    return model
+
+
+def _strip_paths(model: Path) -> None:
+    """SentencePiece stores the training file and output paths in the model; keep only the
+    file names, so that the same training gives the same bytes in any folder."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = pb.ModelProto()
+    proto.ParseFromString(model.read_bytes())
+    inputs = [Path(p).name for p in proto.trainer_spec.input]
+    del proto.trainer_spec.input[:]
+    proto.trainer_spec.input.extend(inputs)
+    proto.trainer_spec.model_prefix = Path(proto.trainer_spec.model_prefix).name
+    model.write_bytes(proto.SerializeToString())
 
 
 def save_t5_tokenizer(spm_model: Path, out_dir: Path, extra_ids: int = 100) -> Any:
     """Save `spm_model` as a T5 tokenizer (slow and fast files) with `extra_ids` sentinels."""
-    import warnings
-
     from transformers import T5TokenizerFast
+    from transformers.utils import logging as hf_logging
 
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "You set add_prefix_space ..." is what we mean
     with warnings.catch_warnings():  # "byte fallback not implemented": switched on below
         warnings.simplefilter("ignore", UserWarning)
         # add_prefix_space: SentencePiece's dummy "▁" before the text (else the converter drops it)
         fast = T5TokenizerFast(
             vocab_file=str(spm_model), extra_ids=extra_ids, legacy=True, from_slow=True, add_prefix_space=True
         )
+    hf_logging.set_verbosity(verbosity)
     fast.save_pretrained(str(out_dir))
     _enable_byte_fallback(out_dir / "tokenizer.json")
     # Without add_prefix_space in its config, loading reads tokenizer.json instead of converting
@@ -86,7 +111,10 @@ def _enable_byte_fallback(path: Path) -> None:
     <pad>, </s>, <unk>, the byte pieces <0xNN> and the sentinels as ordinary unigram pieces,
     which text such as "</s>" then matches. Here byte fallback is switched on, those pieces get
     a score that no segmentation picks (SentencePiece never matches control or byte pieces in
-    text), and the decoder turns byte pieces back into characters.
+    text), and the decoder turns byte pieces back into characters. One difference remains:
+    the fast tokenizer still matches such a string when its characters (`<`, `/`, `>`) are not
+    pieces at all, since its <unk> score is tied to the lowest piece score; ASCII punctuation
+    is always a piece in practice, and the ETL encodes with SentencePiece itself.
     """
     state = json.loads(path.read_text(encoding="utf-8"))
     model = state["model"]
@@ -150,18 +178,15 @@ class Encoder:
 
                 _BACKENDS[key] = spm.SentencePieceProcessor(model_file=self.spm_file)
             else:
-                tok = load_tokenizer(self.path)
-                tok.split_special_tokens = True
-                if getattr(tok, "_tokenizer", None) is not None:
-                    tok._tokenizer.encode_special_tokens = True  # fast tokenizers
-                _BACKENDS[key] = tok
+                _BACKENDS[key] = load_tokenizer(self.path)
         return _BACKENDS[key]
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         backend = self._backend()
         if self.spm_file:
             return backend.encode(texts, out_type=int)
-        return backend(texts, add_special_tokens=False)["input_ids"]
+        # transformers resets split_special_tokens on every call: it must be passed each time.
+        return backend(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
     def decode(self, ids: Iterable[int]) -> str:
         backend = self._backend()
@@ -179,3 +204,56 @@ def tokenizer_hash(folder: Path) -> str:
         if p.is_file():
             h.update(p.relative_to(folder).as_posix().encode() + b"\x00" + p.read_bytes())
     return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- in the ETL
+
+
+def make_tokenizer(cfg: ETLConfig, docs, doc_range, probs: dict[str, float], out_dir: Path, work: Path) -> dict[str, Any]:
+    """Train SentencePiece on a temperature-balanced sample of training documents, or copy a
+    released tokenizer; either way saved as a HF tokenizer in out_dir."""
+    tc = cfg.tokenizer
+    if tc.pretrained is not None:
+        tok = load_tokenizer(tc.pretrained)
+        tok.save_pretrained(str(out_dir))
+        return {"kind": "pretrained", "name": tc.pretrained}
+    sample_file = work / "tokenizer_sample.txt"
+    chars = write_tokenizer_sample(docs, doc_range, probs, tc.sample_chars, tc.max_sentence_chars, cfg.seed, sample_file)
+    try:
+        model = train_sentencepiece(
+            sample_file, work / "spiece", tc.vocab_size - tc.extra_ids, tc.character_coverage,
+            tc.normalization_rule, num_threads=cfg.num_proc, seed=cfg.seed, max_sentence_chars=tc.max_sentence_chars,
+        )
+    except RuntimeError as e:  # SentencePiece reports problems as RuntimeError("INTERNAL: ...")
+        raise ETLError(
+            f"tokenizer training failed: {e}\n(raise tokenizer.vocab_size or tokenizer.sample_chars, or lower "
+            f"tokenizer.character_coverage: many distinct characters, as in Chinese or Japanese, need many pieces)"
+        ) from e
+    tok = save_t5_tokenizer(model, out_dir, tc.extra_ids)
+    if len(tok) < tc.vocab_size:
+        warnings.warn(f"tokenizer: the sample supports {len(tok)} of the {tc.vocab_size} tokens asked for",
+                      stacklevel=2)
+    return {"kind": "trained", "model_type": "unigram", "byte_fallback": True, "sample_chars": chars}
+
+
+def write_tokenizer_sample(docs, doc_range, probs: dict[str, float], total_chars: int, max_line: int, seed: int,
+                           path: Path) -> dict[str, int]:
+    """Lines of training documents, p_l * total_chars characters per language (all of a
+    language's text where it has less), documents in seeded random order; chars per language."""
+    taken: dict[str, int] = {}
+    with open(path, "w", encoding="utf-8") as f:
+        for lang, p in sorted(probs.items()):
+            a, b = doc_range[(lang, "train")]
+            order = a + np.random.default_rng([seed, stable_seed(lang), 2]).permutation(b - a)
+            budget, used = p * total_chars, 0
+            for start in range(0, len(order), 256):
+                if used >= budget:
+                    break
+                for text in docs.select(order[start:start + 256])["text"]:
+                    for line in text.split("\n"):
+                        line = line.strip()[:max_line]
+                        if line and used < budget:
+                            f.write(line + "\n")
+                            used += len(line)
+            taken[lang] = used
+    return taken

@@ -1,0 +1,185 @@
+"""Benchmark of the ETL on this machine (prints and writes JSON; not a timed test).
+
+1. Throughput: raw text (MB of UTF-8 per second) through clean → tokenize → pack → corrupt with
+   `--num-proc` workers (default: all cores), on rendered manual pages where installed, else on
+   the generated sample corpus. Rendering and tokenizer training are one-off costs, timed apart.
+2. span_corrupt: examples per second of the vectorised NumPy implementation against a
+   straightforward per-example Python implementation kept below.
+
+    python scripts/bench_etl.py [--pages-per-language 80] [--out outputs/bench/etl.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from mt5study.config import validate
+from mt5study.data import etl
+from mt5study.data.corruption import span_corrupt_batch, span_corruption_lengths
+from mt5study.data.tokenizer import Encoder
+from mt5study.paths import OUTPUTS
+from mt5study.records import environment, write_json_atomic
+
+
+def naive_span_corrupt(tokens: list[int], density: float, mean_span: float, sentinels: list[int],
+                       rng: random.Random, eos: int = 1) -> tuple[list[int], list[int]]:
+    """The obvious per-example version: draw span lengths, then walk the tokens in Python."""
+    n = len(tokens)
+    num_noise = min(max(round(n * density), 1), n - 1)
+    num_spans = max(round(num_noise / mean_span), 1)
+
+    def lengths(items: int, parts: int) -> list[int]:
+        bounds = [0, *sorted(rng.sample(range(1, items), parts - 1)), items]
+        return [b - a for a, b in zip(bounds, bounds[1:])]
+
+    noise, keep = lengths(num_noise, num_spans), lengths(n - num_noise, num_spans)
+    inputs, targets, pos = [], [], 0
+    for k in range(num_spans):
+        inputs += tokens[pos:pos + keep[k]]
+        pos += keep[k]
+        inputs.append(sentinels[k])
+        targets.append(sentinels[k])
+        targets += tokens[pos:pos + noise[k]]
+        pos += noise[k]
+    return inputs + [eos], targets + [eos]
+
+
+def bench_span_corrupt(inputs_length: int = 512, examples: int = 20000) -> dict:
+    raw, targets = span_corruption_lengths(inputs_length)
+    sentinels = list(range(250099, 249999, -1))
+    tokens = np.random.default_rng(0).integers(3, 250000, size=(examples, raw), dtype=np.int32)
+    t = time.perf_counter()
+    for start in range(0, examples, 2048):  # the ETL's unit size
+        span_corrupt_batch(tokens[start:start + 2048], 0.15, 3.0, sentinels, np.random.default_rng(start))
+    vec = examples / (time.perf_counter() - t)
+    rows = tokens[: examples // 10].tolist()
+    rng = random.Random(0)
+    t = time.perf_counter()
+    for row in rows:
+        naive_span_corrupt(row, 0.15, 3.0, sentinels, rng)
+    naive = len(rows) / (time.perf_counter() - t)
+    return {"inputs_length": inputs_length, "raw_tokens_length": raw, "targets_length": targets,
+            "vectorised_examples_per_s": round(vec), "python_examples_per_s": round(naive),
+            "speedup": round(vec / naive, 1)}
+
+
+def _render(args: tuple[str, list[str]]) -> tuple[str, list[str]]:
+    from mt5study.data.sources import render_manpage
+
+    lang, files = args
+    return lang, [t for t in (render_manpage(f) for f in files) if t]
+
+
+def corpus(folder: Path, pages: int, num_proc: int) -> tuple[str, dict[str, int], float]:
+    """Write <lang>.jsonl files to benchmark on; returns the corpus kind, documents, seconds."""
+    from mt5study.data.config import ManpagesSource
+    from mt5study.data.sources import ManpagesReader, SourceError, stable_seed
+
+    t = time.perf_counter()
+    try:
+        reader = ManpagesReader(ManpagesSource())
+        files = reader._page_files()
+        jobs = []
+        for lang, paths in sorted(files.items()):
+            rng = np.random.default_rng([0, stable_seed(lang)])
+            jobs.append((lang, [paths[i] for i in sorted(rng.permutation(len(paths))[:pages])]))
+        with ProcessPoolExecutor(num_proc) as pool:
+            texts = dict(pool.map(_render, jobs))
+        kind = "manpages"
+    except SourceError:
+        from mt5study.data.samples import SENTENCES, make_documents
+
+        texts = {lang: make_documents(lang, pages * 10) for lang in SENTENCES}
+        kind = "samples"
+    for lang, docs in texts.items():
+        with open(folder / f"{lang}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs)
+    return kind, {k: len(v) for k, v in texts.items()}, time.perf_counter() - t
+
+
+def bench_pipeline(pages: int, num_proc: int, inputs_length: int, vocab: int) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="bench_etl_"))
+    try:
+        data = tmp / "corpus"
+        data.mkdir()
+        kind, docs, render_s = corpus(data, pages, num_proc)
+        raw_bytes = sum(len(json.loads(line)["text"].encode("utf-8"))
+                        for p in data.iterdir() for line in p.open(encoding="utf-8"))
+        params = validate({"etl": {
+            "num_proc": num_proc,
+            "source": {"kind": "files", "files": {"path": str(data)}},
+            "cleaning": {"on_empty_language": "drop"},
+            "tokenizer": {"vocab_size": vocab, "sample_chars": 1_000_000},
+            "corruption": {"inputs_length": inputs_length},
+        }}, "bench")
+        cfg = params.etl
+        work = tmp / "work"
+        work.mkdir()
+        times = {}
+        t = time.perf_counter()
+        stats = etl.clean_all(cfg, sorted(docs), work / "clean")
+        times["clean"] = time.perf_counter() - t
+        kept, _ = etl.check_languages(cfg, stats)
+        sizes = {lang: stats[lang]["kept"]["docs"] for lang in kept}
+        probs = etl.temperature_probs(sizes, cfg.sampling.alpha)
+        all_docs, split_counts = etl.split_documents(cfg, kept, work / "clean")
+        t = time.perf_counter()
+        etl.make_tokenizer(cfg, all_docs, etl.document_ranges(kept, split_counts), probs, tmp / "tok", work)
+        tokenizer_s = time.perf_counter() - t
+        from mt5study.data.tokenizer import load_tokenizer, sentinel_ids
+
+        sentinels = sentinel_ids(load_tokenizer(tmp / "tok"))
+        t = time.perf_counter()
+        tokens = etl.tokenize(all_docs, Encoder(str(tmp / "tok")), num_proc, work / "tokens" / "tokens.arrow")
+        times["tokenize"] = time.perf_counter() - t
+        raw_len, _ = span_corruption_lengths(inputs_length)
+        t = time.perf_counter()
+        examples, _ = etl.corrupt(tokens, split_counts, kept, raw_len, cfg, sentinels, work / "ex" / "ex.arrow")
+        times["pack_corrupt"] = time.perf_counter() - t
+        total = sum(times.values())
+        mb = raw_bytes / 1e6
+        return {
+            "corpus": kind, "documents": sum(docs.values()), "languages": len(docs), "raw_text_mb": round(mb, 2),
+            "tokens": int(sum(tokens.with_format("arrow")["n_tokens"].to_numpy())), "examples": len(examples),
+            "num_proc": num_proc, "inputs_length": inputs_length, "vocab_size": vocab,
+            "seconds": {k: round(v, 2) for k, v in times.items()}, "total_s": round(total, 2),
+            "mb_per_s": round(mb / total, 2),
+            "stage_mb_per_s": {k: round(mb / v, 2) for k, v in times.items()},
+            "one_off_s": {"render_or_generate": round(render_s, 2), "tokenizer_training": round(tokenizer_s, 2)},
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pages-per-language", type=int, default=80, help="manual pages rendered per language")
+    ap.add_argument("--num-proc", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--inputs-length", type=int, default=64)
+    ap.add_argument("--vocab-size", type=int, default=8000)
+    ap.add_argument("--out", type=Path, default=OUTPUTS / "bench" / "etl.json")
+    a = ap.parse_args(argv)
+    result = {
+        "pipeline": bench_pipeline(a.pages_per_language, a.num_proc, a.inputs_length, a.vocab_size),
+        "span_corrupt": bench_span_corrupt(),
+        "environment": environment(),
+    }
+    print(json.dumps({k: v for k, v in result.items() if k != "environment"}, indent=2))
+    write_json_atomic(a.out, result)
+    print(f"wrote {a.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
