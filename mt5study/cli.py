@@ -52,10 +52,15 @@ def cmd_launch(a: argparse.Namespace) -> int:
 
 
 def cmd_etl(a: argparse.Namespace) -> int:
-    from mt5study.data.etl import run
+    from mt5study.data.etl import ETLError, run
+    from mt5study.data.sources import SourceError
 
     params = config.load(a.params, _overrides(a.set))
-    manifest = run(params, a.out, overwrite=a.overwrite)
+    try:
+        manifest = run(params, a.out, overwrite=a.overwrite)
+    except (ETLError, SourceError) as e:
+        print(f"mt5study etl: {e}", file=sys.stderr)
+        return EXIT_FAILED
     print(f"mt5study etl: wrote {a.out} ({len(manifest.get('languages', []))} languages)")
     return 0
 

@@ -59,7 +59,7 @@ def resolve(path: str | Path) -> Path:
 
 def run_step(step: Step, kernel: str = KERNEL, outputs: Path = OUTPUTS) -> dict[str, Any]:
     """Run one step; returns what it did and how long it took."""
-    from mt5study import config, launch
+    from mt5study import config
 
     params_path = resolve(step.params) if step.params else None
     if params_path:
@@ -82,8 +82,13 @@ def run_step(step: Step, kernel: str = KERNEL, outputs: Path = OUTPUTS) -> dict[
             if bad:
                 result["status"] = "failed"
     elif step.kind == "train":
-        summary = launch.run(params_path, out_dir, overrides=step.overrides or None)
+        from mt5study.studies.runner import run_trial  # reuses a finished run, resumes a preempted one
+
+        summary = run_trial(out_dir, params_path, dict(step.overrides))
         result = {"status": summary.get("status")}
+        if summary.get("status") != "completed":
+            raise RuntimeError(f"step {step.name}: training ended {summary.get('status')}: "
+                               f"{summary.get('error') or summary.get('reason') or ''} (see {out_dir})")
     else:
         import papermill
 
