@@ -26,9 +26,7 @@ def record(path: Path) -> None:
             continue
         if CHECK not in cell.metadata.get("tags", []):
             cell.outputs = []
-        cell.execution_count = None
-        for out in cell.get("outputs", []):
-            out.pop("execution_count", None)
+            cell.execution_count = None  # nbval treats a checked cell without a count as unrun
     nbformat.write(nb, path)
     print(f"recorded {path}")
 
