@@ -47,3 +47,15 @@ def test_console_script():
     r = subprocess.run([sys.executable, "-m", "mt5study.cli", "info"], capture_output=True, text=True)
     assert r.returncode == 0
     assert "12,921,057,280" in r.stdout
+
+
+def test_jupyter_kernel_and_lab_are_installed():
+    """`make lab` / papermill / nbval find the project's kernel (scripts/setup.sh registers it)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    specs = KernelSpecManager().find_kernel_specs()
+    assert "mt5study" in specs, specs
+    spec = KernelSpecManager().get_kernel_spec("mt5study")
+    assert spec.argv[0].startswith(sys.prefix) or spec.argv[0] == "python"
+    r = subprocess.run([sys.executable, "-m", "jupyterlab", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip()

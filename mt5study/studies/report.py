@@ -126,3 +126,16 @@ def memory_vs_measured(study_dir: str | Path) -> pd.DataFrame:
         rows.append(row)
     return pd.DataFrame(rows).round(4)
 
+
+
+def presets_table() -> pd.DataFrame:
+    """The model presets: architecture, parameters, and the released checkpoints' counts."""
+    from mt5study.model import PRESETS, RELEASED_PARAMETERS, count_parameters
+
+    rows = []
+    for name, dims in PRESETS.items():
+        n = count_parameters(name)
+        rows.append({"preset": name, **{k: dims[k] for k in ("d_model", "d_ff", "num_layers", "num_heads", "vocab_size")},
+                     "parameters": n, "released": RELEASED_PARAMETERS.get(name),
+                     "matches_release": None if name not in RELEASED_PARAMETERS else n == RELEASED_PARAMETERS[name]})
+    return pd.DataFrame(rows)

@@ -150,6 +150,8 @@ precision_dir, batch_lr_dir = paths.find(precision_dir), paths.find(batch_lr_dir
 findings = report.findings(precision_dir, batch_lr_dir)
 print(report.describe(findings))
 """),
+    md("## The models\n\nThe presets of `mt5study.model`: `mt5-*` match Google's released mT5 checkpoints parameter for parameter (untied output layer, gated-GELU, 250,112-token vocabulary)."),
+    code("print(report.presets_table().to_string())", "nbval-check-output"),
     md("## Memory: the model beside the measured peaks\n\nThe memory model (`mt5study.memory.estimate`) for each completed precision trial, DeepSpeed's own model-state estimator (ZeRO-2/3 only), and the measured peak. On CPU the measured peak is the process's resident set, which also holds the Python/torch runtime and the dataset."),
     code("display(report.memory_vs_measured(precision_dir))"),
     md("## Memory: which settings fit mT5-XXL (12.9B parameters) on N GPUs"),
