@@ -24,6 +24,7 @@ def record(path: Path) -> None:
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
+        cell.metadata.pop("execution", None)  # timestamps: noise in a diff
         if CHECK not in cell.metadata.get("tags", []):
             cell.outputs = []
             cell.execution_count = None  # nbval treats a checked cell without a count as unrun

@@ -21,9 +21,10 @@ wall time, tokens/s, peak memory, final train and eval loss, and divergence (the
 first NaN; fp16's skipped steps). Each trial is a full `mt5study` training run launched through
 `accelerate launch`; its folder under `grid/trials/` says exactly what ran (`config.json`,
 `env.json`, `metrics.jsonl`, `summary.json`). A precision the device cannot run is recorded as
-`unsupported` with DeepSpeed's reason — on CPU, fp16. On a CPU without native bf16 (AVX2 only),
-bf16 is emulated and much slower than fp32: read the CPU numbers as a check of the pipeline, and
-the GPU runs (`params/gpu/`) for the answer.
+`unsupported` with DeepSpeed's reason — on CPU, fp16. bf16's speed on a CPU depends on native
+support (AVX512-BF16 or AMX: each trial's `env.json` records the CPU and torch's capability
+level); without it bf16 is emulated and several times slower than fp32. Read CPU numbers as a
+check of the pipeline and of numerics, and the GPU runs (`params/gpu/`) for speed.
 """),
     code(IMPORTS),
     code("""

@@ -1,0 +1,103 @@
+"""Write notebook 04 (QA fine-tuning: pretrained start versus random initialisation)."""
+
+from build import code, md, write
+
+write("04_qa_finetune.ipynb", [
+    md("""
+# 04 — QA fine-tuning: does pretraining help at this scale?
+
+Extractive question answering as text to text (`question: … context: …` → the answer), fine-tuned
+with the same trainer as pretraining (`mt5study.launch.run`: ZeRO stage, precision, batch and
+learning rate from the fine-tuning params) twice on the same budget: from the pretrained
+checkpoint, and from random initialisation. Both are scored by greedy generation with SQuAD v1.1's
+exact match and F1, and with MLQA's language-aware normalisation, per language.
+
+**The default QA set** is built by code from the installed manual pages (`mt5study.qa.manpages`):
+every command-line option that a section-1 page documents becomes a question in the page's
+language ("What does the option -v of ls do?", "Was bewirkt die Option -v von ls?",
+"ls のオプション -v は何をしますか？"); the answer is the first paragraph of the option's description
+(cut to its first sentence when long) and the context a run of neighbouring option entries. Train
+and validation are split by command, the same commands held out in every language, so no context
+is shared. Hub sets (TyDi QA GoldP, XQuAD, MLQA, SQuAD) and local SQuAD-format files go through
+the same path (`source.kind: hub | files`).
+
+**Long contexts** are cut into overlapping windows of tokens: training reads the windows that hold
+the whole answer; evaluation answers every window and keeps the most probable answer. What is
+dropped, and why, is counted below — never turned into a wrong label.
+"""),
+    code("""
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import display
+
+from mt5study import config, paths
+from mt5study.qa import figures, finetune, prepare
+"""),
+    code("""
+params_path = "params/cpu/qa_smoke.yaml"  # relative to the repository root, or absolute
+out_dir = None      # the study folder; by default outputs/QA_NAME
+overrides = {}      # dotted overrides of the QA file, e.g. {"qa.eval.batch_size": 8}
+redo = False        # rebuild the data and retrain runs that already finished
+""", "parameters"),
+    code("""
+params_path = str(paths.find(params_path))
+params = config.load(params_path, overrides)
+root = finetune.study_dir(params, out_dir)
+root.mkdir(parents=True, exist_ok=True)
+print(params.qa.name, "|", params.qa.source.kind, params.qa.source.languages, "| input", params.qa.input_length,
+      "target", params.qa.target_length, "tokens")
+"""),
+    md("""
+## 1. The model to start from
+
+The pretrained checkpoint and its tokenizer (`qa.finetune.checkpoint`, `qa.tokenizer`), checked
+against each other (vocabulary) and against the fine-tuning preset. With `qa.pretrain` (the smoke
+params) the study first builds its own: the ETL smoke output and a few steps of span-corruption
+pretraining of the tiny model, in `pretrain/` of the study folder.
+"""),
+    code("""
+base = finetune.base_model(params, root, redo=redo)
+print("vocabulary", base["vocab_size"], "| checkpoint", Path(base["checkpoint"]).name)
+"""),
+    md("""
+## 2. The QA set
+
+Questions per split and language after the checks; `examples` reached tokenization, `windowed`
+needed more than one window, `training_windows` hold the whole answer and a label that fits
+`target_length`. Drops: `question_too_long` (no room left for context), `answer_longer_than_window`,
+`answer_longer_than_target`, and `dropped_by_checks` (empty answers, answers not at their
+`answer_start`, malformed records; see `manifest.json`).
+"""),
+    code("data = prepare.prepare(params.qa, root, base[\"tokenizer\"], base[\"vocab_size\"], redo=redo)"),
+    code("print(prepare.sizes(data).to_string())", "nbval-check-output"),
+    md("## 3. Fine-tuning: pretrained start and random initialisation, same params and budget"),
+    code("""
+runs = finetune.train_runs(params, root, data, base, redo=redo)
+display(runs.drop(columns=["run"]))
+"""),
+    code("fig = figures.loss_curves(finetune.curves(runs))"),
+    md("""
+## 4. Exact match and F1 per language
+
+Greedy answers from each run's `model/` folder. `language-aware`: MLQA's normalisation (Unicode
+punctuation, articles of en/es/de/vi/ar, one token per CJK character for zh; ja and th get
+character tokens too, an extension marked `mlqa-extension` in `results.parquet`); `squad`: SQuAD
+v1.1's English rules for every language. `all` is the mean over languages.
+"""),
+    code("results, predictions = finetune.evaluate_runs(params, root, data, base, runs, redo=redo)"),
+    code("""
+for norm in ("language-aware", "squad"):
+    print(norm)
+    print(finetune.score_pivot(results, norm).to_string())
+print(figures.verdict(results))
+""", "nbval-check-output"),
+    code("fig = figures.scores_bars(results)"),
+    md("A few predictions beside their references:"),
+    code("""
+with pd.option_context("display.max_colwidth", 80):
+    display(finetune.sample_predictions(predictions, params.qa.eval.show_predictions))
+finetune.record(root, params, base, data, runs)
+"""),
+])
+print("wrote notebook 04")
