@@ -97,3 +97,12 @@ def test_study_reuses_trials_records_failures_and_rebuilds_the_same_table(tmp_pa
     fig = figures.loss_curves(curves, table, hue="checkpoint")
     assert fig.axes
     assert records.read_json(summary)["status"] == "completed"
+
+    # A changed study retrains the trials whose params changed, and the table holds only the
+    # current grid (an earlier grid's folders stay on disk, out of the table).
+    p2 = study_file(tmp_path, axes={"model.checkpoint": [None]}, budget_tokens=2 * 16 * 40,
+                    fixed={"run.eval_every": 1, "run.checkpoint_every": 0})
+    changed = runner.run_grid(config.load(p2), str(p2), out)
+    assert summary.stat().st_mtime_ns != stamp
+    assert list(changed.trial) == ["checkpoint=None"]
+    assert records.read_json(out / "grid" / "trials" / "checkpoint=None" / "config.json")["run"]["eval_every"] == 1

@@ -40,6 +40,10 @@ def run_trial(out: Path, base_path: Path, overrides: dict[str, Any], redo: bool 
     """Train one trial into `out` (or reuse it); a crash is recorded as status failed."""
     summary_path = out / "summary.json"
     prior = records.read_json(summary_path) if summary_path.exists() else None
+    if prior and (out / "config.json").exists():
+        wanted = config.to_dict(config.load(base_path, overrides or None))
+        if records.read_json(out / "config.json") != wanted:
+            redo = True  # the folder holds a run of other params (the study changed): retrain
     if prior and prior.get("status") in FINISHED and not redo and not extra_args:
         return prior
     args = list(extra_args)
@@ -68,7 +72,7 @@ def run_grid(params: StudyParams, source: str, out_dir: str | Path | None = None
         print(f"[{params.study.name}] trial {i}/{len(trials)} {name}", flush=True)
         s = run_trial(root / "trials" / name, base_path, ov, redo=redo)
         print(f"[{params.study.name}]   {s.get('status')} eval_loss={s.get('final_eval_loss')}", flush=True)
-    return results_table(root, list(params.study.axes))
+    return results_table(root, list(params.study.axes), names=[name for name, _ in trials])
 
 
 def _axis_value(cfg: dict[str, Any], key: str) -> Any:
@@ -78,10 +82,12 @@ def _axis_value(cfg: dict[str, Any], key: str) -> Any:
     return node
 
 
-def results_table(root: Path, axes: list[str]) -> pd.DataFrame:
-    """One row per trial folder (sorted by trial), written to results.parquet and curves.parquet."""
+def results_table(root: Path, axes: list[str], names: list[str] | None = None) -> pd.DataFrame:
+    """One row per trial folder (sorted by trial; only `names` when given: folders of an earlier
+    grid stay on disk but out of the table), written to results.parquet and curves.parquet."""
     rows, curves = [], []
-    for trial in sorted(p for p in (root / "trials").glob("*") if p.is_dir()):
+    folders = sorted(p for p in (root / "trials").glob("*") if p.is_dir() and (names is None or p.name in names))
+    for trial in folders:
         cfg = records.read_json(trial / "config.json") if (trial / "config.json").exists() else {}
         summary = records.read_json(trial / "summary.json") if (trial / "summary.json").exists() else {"status": "incomplete"}
         row: dict[str, Any] = {"trial": trial.name}
@@ -146,8 +152,14 @@ def run_search(params: StudyParams, source: str, out_dir: str | Path | None = No
     for values in (dict(zip(study.axes, combo)) for combo in _product(study.axes)):
         steps_of[trial_name(values)] = trial_overrides(study, base, values)["run.steps"]
     max_steps = max(steps_of.values())
+    # One Optuna study per search setting: a changed grid, budget or pruner starts afresh in the
+    # same journal instead of clashing with the old one.
+    import hashlib
+    import json
+
+    setting = json.dumps([config.to_dict(params)["study"], config.to_dict(base)], sort_keys=True)
     opt = search.make_study(
-        study.name, root / "journal.log", {k: list(v) for k, v in study.axes.items()},
+        f"{study.name}-{hashlib.sha256(setting.encode()).hexdigest()[:10]}", root / "journal.log", {k: list(v) for k, v in study.axes.items()},
         sampler=cfg.sampler, pruner=cfg.pruner, seed=base.run.seed, min_resource=cfg.min_steps,
         max_resource=max_steps, reduction_factor=cfg.reduction_factor,
         batch_key="run.global_batch" if "run.global_batch" in study.axes else None)
