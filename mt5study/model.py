@@ -68,7 +68,7 @@ def build(
     """An mT5 model of `preset`; `device="meta"` allocates nothing; `checkpoint` loads weights."""
     config = config_for(preset, vocab_size, dropout_rate)
     if checkpoint is not None:
-        return load_checkpoint(checkpoint, expect=config)
+        return load_checkpoint(checkpoint, expect=config, dropout_rate=dropout_rate)
     with torch.device(device) if device is not None else _nullcontext():
         model = MT5ForConditionalGeneration(config)
     _check_untied(model)

@@ -16,8 +16,10 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opt
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        # No weight decay on layer-norm scales and relative position biases.
-        (no_decay if p.ndim < 2 or "relative_attention_bias" in name else decay).append(p)
+        # No weight decay on layer-norm scales and relative position biases. Under ZeRO-3 a
+        # parameter loaded partitioned is 1-D here: its real shape is ds_shape.
+        ndim = len(getattr(p, "ds_shape", p.shape))
+        (no_decay if ndim < 2 or "relative_attention_bias" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)

@@ -21,7 +21,7 @@ CHECK = "nbval-check-output"
 
 def test_the_five_notebooks_exist():
     names = [p.name for p in NOTEBOOKS_ALL]
-    for prefix in ("01_etl", "02_precision_study", "03_batch_lr_study", "05_report"):
+    for prefix in ("01_etl", "02_precision_study", "03_batch_lr_study", "04_qa_finetune", "05_report"):
         assert any(n.startswith(prefix) for n in names), names
 
 

@@ -50,10 +50,9 @@ def test_unknown_study_key_is_refused(tmp_path):
         config.load(p)
 
 
-def test_rungs():
-    assert runner.rungs(5, 3, 92) == [5, 15, 45, 92]
-    assert runner.rungs(4, 2, 8) == [4, 8]
-    assert runner.rungs(10, 3, 10) == [10]
+def test_rungs_are_fractions_of_the_budget_in_examples():
+    assert runner.rung_examples(1476, 3, 3) == [164, 492, 1476]
+    assert runner.rung_examples(128, 2, 2) == [64, 128]
 
 
 def test_suggest_lr_on_a_synthetic_range_curve():

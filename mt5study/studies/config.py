@@ -33,7 +33,8 @@ class SearchConfig(Section):
     sampler: Literal["grid", "tpe"] = "grid"
     pruner: Literal["successive_halving", "hyperband", "none"] = "successive_halving"
     reduction_factor: int = Field(default=3, ge=2)  # keep 1/factor of trials at each rung
-    min_steps: int = Field(default=5, gt=0)  # the first rung, in optimizer steps
+    rungs: int = Field(default=3, ge=2)
+    """Budget rungs: the full token budget and its 1/factor, 1/factor^2 ... (rungs in all)."""
     n_trials: int | None = Field(default=None, gt=0)  # None: the whole grid (sampler=grid)
     metric: Literal["eval_loss"] = "eval_loss"
 

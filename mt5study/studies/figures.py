@@ -118,6 +118,6 @@ def compute_spent(grid: pd.DataFrame, search: pd.DataFrame) -> plt.Figure:
     """Examples processed by the exhaustive grid and by the pruned search."""
     fig, ax = plt.subplots(figsize=(4, 3.5))
     sns.barplot(x=["grid", "pruned search"], y=[grid["compute"].sum(), search["compute"].sum()], ax=ax)
-    ax.set_ylabel("examples processed (steps x batch)")
+    ax.set_ylabel("examples processed")
     fig.tight_layout()
     return fig

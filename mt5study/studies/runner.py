@@ -122,15 +122,6 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
 
 # The pruned search -------------------------------------------------------------------------
 
-def rungs(min_steps: int, factor: int, total: int) -> list[int]:
-    """Budget rungs in optimizer steps: min_steps * factor^k below total, then total."""
-    out, r = [], min_steps
-    while r < total:
-        out.append(r)
-        r *= factor
-    return out + [total]
-
-
 def _eval_at(out: Path, step: int) -> float:
     for m in records.read_metrics(out / "metrics.jsonl"):
         if m["step"] == step and m.get("eval_loss") is not None:
@@ -138,9 +129,21 @@ def _eval_at(out: Path, step: int) -> float:
     return math.nan
 
 
+def rung_examples(budget_examples: int, factor: int, n_rungs: int) -> list[int]:
+    """Rungs in examples processed: the full budget and its 1/factor, 1/factor^2 ... fractions."""
+    return [max(1, round(budget_examples / factor**k)) for k in reversed(range(n_rungs))]
+
+
 def run_search(params: StudyParams, source: str, out_dir: str | Path | None = None,
                n_trials: int | None = None) -> pd.DataFrame:
-    """Early-stopping search over the axes: trials train rung by rung, the pruner stops the bad."""
+    """Early-stopping search over the axes: trials train rung by rung, the pruner stops the bad.
+
+    Rungs are measured in examples processed (steps x global batch), so a trial at batch 64 is
+    compared with one at batch 16 after the same data, not after the same number of steps.
+    """
+    import hashlib
+    import json
+
     from mt5study.studies import search
 
     study, cfg = params.study, params.study.search
@@ -148,36 +151,31 @@ def run_search(params: StudyParams, source: str, out_dir: str | Path | None = No
     base = config.load(base_path)
     root = study_dir(params, out_dir) / "search"
     root.mkdir(parents=True, exist_ok=True)
-    steps_of = {}
-    for values in (dict(zip(study.axes, combo)) for combo in _product(study.axes)):
-        steps_of[trial_name(values)] = trial_overrides(study, base, values)["run.steps"]
-    max_steps = max(steps_of.values())
+    budget_examples = study.budget_tokens // (base.data.input_length + base.data.target_length)
+    points = rung_examples(budget_examples, cfg.reduction_factor, cfg.rungs)
     # One Optuna study per search setting: a changed grid, budget or pruner starts afresh in the
     # same journal instead of clashing with the old one.
-    import hashlib
-    import json
-
     setting = json.dumps([config.to_dict(params)["study"], config.to_dict(base)], sort_keys=True)
     opt = search.make_study(
-        f"{study.name}-{hashlib.sha256(setting.encode()).hexdigest()[:10]}", root / "journal.log", {k: list(v) for k, v in study.axes.items()},
-        sampler=cfg.sampler, pruner=cfg.pruner, seed=base.run.seed, min_resource=cfg.min_steps,
-        max_resource=max_steps, reduction_factor=cfg.reduction_factor,
-        batch_key="run.global_batch" if "run.global_batch" in study.axes else None)
+        f"{study.name}-{hashlib.sha256(setting.encode()).hexdigest()[:10]}", root / "journal.log",
+        {k: list(v) for k, v in study.axes.items()}, sampler=cfg.sampler, pruner=cfg.pruner, seed=base.run.seed,
+        min_resource=points[0], max_resource=points[-1], reduction_factor=cfg.reduction_factor,
+        batch_key=None)  # resource = examples already: compute = examples processed
 
     def objective(values: dict[str, Any], report) -> float:
-        name = trial_name(values)
         ov = trial_overrides(study, base, values)
+        batch = ov.get("run.global_batch") or config.load(base_path, ov).run.effective_global_batch
         total = ov["run.steps"]
-        points = rungs(cfg.min_steps, cfg.reduction_factor, total)
-        ov["run.eval_steps"] = points
-        out = root / "trials" / name
+        steps = sorted({min(total, max(1, round(e / batch))) for e in points[:-1]} | {total})
+        ov["run.eval_steps"] = steps
+        out = root / "trials" / trial_name({k: values[k] for k in study.axes})
         value = math.nan
-        for r in points:
+        for r in steps:
             s = run_trial(out, base_path, ov, extra_args=() if r == total else ("--stop-at-step", str(r)))
             if s.get("status") in ("diverged", "failed", "unsupported"):
-                return math.inf  # a finite number Optuna can rank: worst possible
+                return math.inf  # ranks last; its folder says why
             value = _eval_at(out, r)
-            report(value, r)
+            report(value, r * batch)
         return value
 
     search.run_search(opt, objective, n_trials=n_trials or cfg.n_trials)
@@ -199,7 +197,7 @@ def grid_as_search_results(table: pd.DataFrame, axes: list[str]) -> pd.DataFrame
         ok = r["status"] == "completed" and r["final_eval_loss"] is not None
         row = {k: r[k.split(".")[-1]] for k in axes}
         row.update(state="COMPLETE" if ok else "FAIL", value=r["final_eval_loss"] if ok else None,
-                   compute=(r["steps"] or 0) * r["global_batch"], last_step=r["steps"])
+                   compute=(r["steps"] or 0) * r["global_batch"], last_step=(r["steps"] or 0) * r["global_batch"])
         rows.append(row)
     df = pd.DataFrame(rows)
     df.attrs["params"] = axes

@@ -71,6 +71,12 @@ needed more than one window, `training_windows` hold the whole answer and a labe
 """),
     code("data = prepare.prepare(params.qa, root, base[\"tokenizer\"], base[\"vocab_size\"], redo=redo)"),
     code("print(prepare.sizes(data).to_string())", "nbval-check-output"),
+    md("""
+For the man-page set, how it was built per language: pages listed and read (in a seeded order
+shared by all languages, until each split has its commands), option entries found, answers taken
+whole or cut to their first sentence, skipped as too long or too short, options not sampled.
+"""),
+    code("display(prepare.build_report(data))"),
     md("## 3. Fine-tuning: pretrained start and random initialisation, same params and budget"),
     code("""
 runs = finetune.train_runs(params, root, data, base, redo=redo)

@@ -65,13 +65,15 @@ Four measurements:
 1. an **LR range test** at the base batch (Smith 2017): one short run with a geometrically
    growing learning rate;
 2. the **exhaustive grid** of global batch × peak learning rate;
-3. an **early-stopping search** over the same points with Optuna (successive halving on rungs of
-   optimizer steps; the journal file in `search/` lets Slurm array tasks share one study);
+3. an **early-stopping search** over the same points with Optuna (successive halving on rungs
+   measured in examples processed — 1/9, 1/3 and all of the budget by default — so trials of
+   different batch sizes are compared after the same data; the journal file in `search/` lets
+   Slurm array tasks share one study);
 4. the **gradient noise scale** B_simple (McCandlish et al. 2018) on the best trial's weights at
    its start and end — an estimate of the critical batch size.
 
 Then the comparison: did the pruned search find the grid's best (the same configuration, or an
-eval loss within 1 %), and at what fraction of the grid's compute (optimizer steps × batch)?
+eval loss within 1 %), and at what fraction of the grid's compute (examples processed)?
 """),
     code(IMPORTS + "from mt5study.studies import probes"),
     code("""
