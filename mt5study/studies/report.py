@@ -45,6 +45,17 @@ def findings(precision_dir: str | Path, batch_lr_dir: str | Path) -> dict[str, A
     }
 
 
+def qa_findings(qa_dir: str | Path) -> dict[str, Any] | None:
+    """Overall EM/F1 per start (pretrained, random init) from notebook 04's results, if present."""
+    path = Path(qa_dir) / "results.parquet"
+    if not path.exists():
+        return None
+    r = pd.read_parquet(path)
+    r = r[(r.lang == "all") & (r.normalization == "language-aware")]
+    return {row.init: {"exact_match": round(float(row.exact_match), 1), "f1": round(float(row.f1), 1),
+                       "questions": int(row.questions)} for row in r.itertuples()}
+
+
 def describe(f: dict[str, Any]) -> str:
     lines = [f"Hardware: {f['hardware'].get('cpu')} ({f['hardware'].get('cpu_count')} cores), GPUs: {f['hardware'].get('gpus') or 'none'}"]
     for r in f["per_precision"]:
@@ -54,6 +65,8 @@ def describe(f: dict[str, Any]) -> str:
     lines.append(f"Fastest precision here: {f['fastest_precision']}")
     lines.append(f"Best of {f['batch_lr_completed']}/{f['batch_lr_trials']} batch x lr trials: global batch "
                  f"{f['best_batch']}, lr {f['best_lr']:g} (eval loss {f['best_eval_loss']:.4f})")
+    for init, sc in (f.get("qa") or {}).items():
+        lines.append(f"QA fine-tuned from {init}: EM {sc['exact_match']:.1f}, F1 {sc['f1']:.1f} ({sc['questions']} questions)")
     return "\n".join(lines)
 
 

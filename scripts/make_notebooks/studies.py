@@ -145,12 +145,14 @@ recommendations that follow.
     code("""
 precision_dir = "outputs/precision_smoke"   # notebook 02's study folder (relative to the repository root)
 batch_lr_dir = "outputs/batch_lr_smoke"     # notebook 03's study folder
+qa_dir = "outputs/qa_smoke"                 # notebook 04's study folder (skipped when absent)
 out_dir = None                              # where report.json goes; by default outputs/report
 gpu_gib = [40, 80]                                       # GPU memory sizes for the fits table
 """, "parameters"),
     code("""
 precision_dir, batch_lr_dir = paths.find(precision_dir), paths.find(batch_lr_dir)
 findings = report.findings(precision_dir, batch_lr_dir)
+findings["qa"] = report.qa_findings(paths.find(qa_dir))
 print(report.describe(findings))
 """),
     md("## The models\n\nThe presets of `mt5study.model`: `mt5-*` match Google's released mT5 checkpoints parameter for parameter (untied output layer, gated-GELU, 250,112-token vocabulary)."),
