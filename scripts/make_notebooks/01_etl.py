@@ -31,6 +31,8 @@ overwrite = False                          # rebuild a completed output made fro
 params_path, out_dir = str(paths.find(params_path)), str(paths.find(out_dir))
 params = config.load(params_path, overrides)
 manifest = etl.run_or_reuse(params, out_dir, overwrite=overwrite)
+"""),
+    code("""
 print({k: manifest[k] for k in ("languages", "vocab_size", "inputs_length", "targets_length", "alpha", "seed")})
 """, "nbval-check-output"),
     md("""
