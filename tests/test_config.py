@@ -25,6 +25,11 @@ def test_every_params_file_loads(path):
     assert isinstance(params, config.Section)
     # the resolved config round-trips through its own validation
     assert config.validate(config.to_dict(params), str(path), type(params)) == params
+    from mt5study.studies.config import StudyParams, validate_trials
+
+    if isinstance(params, StudyParams):  # and every trial of a study is a valid run
+        _, trials = validate_trials(params, str(path))
+        assert trials
 
 
 def write(tmp_path: Path, text: str) -> Path:
