@@ -74,17 +74,12 @@ def cmd_study(a: argparse.Namespace) -> int:
 
 
 def cmd_trial(a: argparse.Namespace) -> int:
+    from mt5study.launch import status_exit_code
     from mt5study.studies.cluster import run_one_trial
 
     summary = run_one_trial(a.params, a.index, a.out)
     print(f"mt5study trial {a.index}: {summary.get('status')}")
-    return EXIT_FAILED if summary.get("status") == "failed" else exit_code_of(summary)
-
-
-def exit_code_of(summary: dict) -> int:
-    from mt5study.launch import EXIT_PREEMPTED
-
-    return EXIT_PREEMPTED if summary.get("status") == "preempted" else 0
+    return status_exit_code(summary.get("status"))
 
 
 def cmd_info(a: argparse.Namespace) -> int:

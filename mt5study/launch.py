@@ -193,11 +193,16 @@ def run(
     return read_json(summary_path)
 
 
+def status_exit_code(status: str | None) -> int:
+    """The exit code that tells a job script what a recorded run status means."""
+    return {"preempted": EXIT_PREEMPTED, "failed": EXIT_FAILED}.get(status or "", EXIT_OK)
+
+
 def exit_code(out_dir: str | Path, launcher_code: int) -> int:
     """The exit code of a whole launch: EXIT_PREEMPTED when the run checkpointed on a signal."""
     summary = Path(out_dir) / "summary.json"
-    if launcher_code == EXIT_OK and summary.exists() and read_json(summary).get("status") == "preempted":
-        return EXIT_PREEMPTED
+    if launcher_code == EXIT_OK and summary.exists():
+        return status_exit_code(read_json(summary).get("status"))
     return launcher_code
 
 

@@ -184,12 +184,6 @@ def run_search(params: StudyParams, source: str, out_dir: str | Path | None = No
     return df
 
 
-def _product(axes: dict[str, list[Any]]):
-    import itertools
-
-    return itertools.product(*axes.values())
-
-
 def grid_as_search_results(table: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
     """The grid's results in the search's format (state, value, compute = steps x batch)."""
     rows = []
