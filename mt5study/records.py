@@ -1,12 +1,15 @@
-"""Run folders: atomic writes, metrics lines and the environment record.
+"""Run folders: atomic writes, metrics lines, the environment record and the inputs by content.
 
 A run folder holds `config.json` (resolved params), `metrics.jsonl` (one line per logged step),
-`env.json` (versions, git commit, hardware) and `summary.json`, written last: a folder without
+`env.json` (versions, git commit, hardware), `inputs.json` (data, checkpoint and code by
+content: see `run_inputs`) and `summary.json`, written last: a folder without
 `summary.json` is not a finished run.
 """
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
 import os
 import platform
@@ -154,3 +157,221 @@ _SLURM_KEYS = {
     "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NODELIST",
     "SLURM_NNODES", "SLURM_JOB_PARTITION", "SLURM_RESTART_COUNT",
 }
+
+
+# ----------------------------------------------------------------------------- inputs by content
+#
+# inputs.json names what a run's numbers came from, by content: the data (the ETL manifest's
+# content hashes and the tokenizer's bytes, or the synthetic data's parameters), the starting
+# checkpoint's weight bytes, and a fingerprint of the code on its path. A finished folder is
+# reused only when config.json and inputs.json both equal what would run now.
+#
+# The code fingerprint is a sha256 over the named source files, each reduced to its syntax tree
+# without docstrings (ast.dump: comments, blank lines and docstrings do not count, any change of
+# code does), plus the versions of the libraries that compute the numbers. It needs no git and
+# sees uncommitted edits; it costs a few milliseconds.
+
+INPUTS_FILE = "inputs.json"
+INPUTS_FORMAT = "mt5study-inputs/1"
+PACKAGE = ROOT / "mt5study"
+CODE: dict[str, tuple[str, ...]] = {  # globs under PACKAGE, per kind of step
+    "train": ("train.py", "model.py", "loss.py", "batches.py", "optim.py", "launch.py", "config.py"),
+    "etl": ("data/*.py",),
+    "qa": ("qa/*.py",),
+}
+LIBRARIES: dict[str, tuple[str, ...]] = {
+    "train": ("torch", "transformers", "accelerate", "deepspeed", "datasets", "numpy"),
+    "etl": ("datasets", "pyarrow", "sentencepiece", "tokenizers", "transformers", "numpy", "py3langid"),
+    "qa": ("torch", "transformers", "sentencepiece", "datasets", "numpy"),
+}
+WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "config.json")  # what a checkpoint's numbers are
+_HASHES: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256, for this process
+
+
+class InputsError(RuntimeError):
+    """A run's inputs cannot be named by content (missing data or checkpoint, unreadable manifest)."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, remembered per (path, size, mtime, inode) so that a multi-GB
+    checkpoint is read once per process; a rewritten or replaced file is hashed again."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):  # 4 MiB blocks
+                h.update(block)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_jsonable).encode()).hexdigest()
+
+
+def source_sha256(path: Path) -> str:
+    """sha256 of a Python file's syntax tree without docstrings; its bytes if it does not parse."""
+    text = path.read_bytes()
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return hashlib.sha256(text).hexdigest()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+
+
+def code_fingerprint(kind: str = "train", package: Path | None = None) -> dict[str, Any]:
+    """The code a kind of step ('train', 'etl', 'qa') runs: per-file hashes, library versions and
+    one sha256 over both. A listed file that does not exist yet is simply absent."""
+    if kind not in CODE:
+        raise ValueError(f"code fingerprint: unknown kind {kind!r}; one of {sorted(CODE)}")
+    package = Path(package or PACKAGE)
+    files = {}
+    for pattern in CODE[kind]:
+        for p in sorted(package.glob(pattern)):
+            files[p.relative_to(package).as_posix()] = source_sha256(p)
+    vers = versions()
+    libraries = {name: vers.get(name) for name in LIBRARIES[kind]}
+    return {"kind": kind, "sha256": _digest([files, libraries]), "files": files, "libraries": libraries}
+
+
+def data_inputs(data: Any) -> dict[str, Any]:
+    """The training data by content: an ETL output's manifest hashes and tokenizer bytes, another
+    prepared folder's dataset bytes, or the synthetic data's parameters. `data` is a DataConfig."""
+    from mt5study.paths import find
+
+    if data.path is None:
+        spec = {"synthetic": data.synthetic.model_dump(mode="json"),
+                "input_length": data.input_length, "target_length": data.target_length}
+        return {"kind": "synthetic", "sha256": _digest(spec), **spec}
+    root = find(data.path)
+    try:
+        manifest = read_json(root / "manifest.json")
+    except FileNotFoundError:
+        raise InputsError(f"data.path={root}: no manifest.json (not a completed ETL output); "
+                          "cannot name the run's data") from None
+    except (OSError, ValueError) as e:
+        raise InputsError(f"data.path={root}: manifest.json unreadable: {e}") from None
+    out: dict[str, Any] = {"path": str(root)}
+    if isinstance(manifest.get("content_sha256"), dict):  # an ETL output (mt5study-etl/1)
+        splits = {s: manifest["content_sha256"].get(s) for s in ("train", "validation")}
+        if None in splits.values():
+            raise InputsError(f"data.path={root}: manifest.json lacks content_sha256 of {splits}")
+        out.update(kind="etl", sha256=_digest(splits), splits=splits)
+    else:  # e.g. the QA study's prepared folder: hash the dataset's Arrow files
+        files = sorted((root / "dataset").rglob("*.arrow"))
+        if not files:
+            raise InputsError(f"data.path={root}: no content hashes in manifest.json and no dataset/*.arrow files")
+        out.update(kind="prepared", sha256=_digest({p.relative_to(root).as_posix(): file_sha256(p) for p in files}))
+    tok = root / "tokenizer"
+    if tok.is_dir():
+        from mt5study.data.tokenizer import tokenizer_hash
+
+        out["tokenizer_sha256"] = tokenizer_hash(tok)
+    return out
+
+
+def checkpoint_inputs(source: str) -> dict[str, Any]:
+    """A starting checkpoint by the bytes of its weight files (and config.json); a hub name is
+    hashed from the local hub cache, and recorded with sha256 None when it is not there yet."""
+    from mt5study.paths import find
+
+    local = find(source)
+    if not local.exists() and not str(source).startswith((".", "/")) and str(source).count("/") == 1:
+        try:
+            from huggingface_hub import snapshot_download
+
+            local = Path(snapshot_download(str(source), local_files_only=True))
+        except Exception as e:  # noqa: BLE001 (not cached: the hash is unknown, reuse impossible)
+            return {"source": str(source), "sha256": None, "unknown": f"hub model not in the local cache ({type(e).__name__})"}
+    if not local.is_dir():
+        raise InputsError(f"model.checkpoint={source}: {local} is not a folder; cannot hash the starting weights")
+    files = sorted({p for g in WEIGHT_GLOBS for p in local.glob(g) if p.is_file()})
+    if not any(p.name != "config.json" for p in files):
+        raise InputsError(f"model.checkpoint={source}: no weight files ({', '.join(WEIGHT_GLOBS[:-1])}) in {local}")
+    try:
+        hashes = {p.name: file_sha256(p) for p in files}
+    except OSError as e:
+        raise InputsError(f"model.checkpoint={source}: cannot read {e.filename}: {e.strerror}") from None
+    return {"source": str(source), "path": str(local), "sha256": _digest(hashes), "files": hashes}
+
+
+def run_inputs(params: Any, out_dir: str | Path | None = None) -> dict[str, Any]:  # noqa: ARG001 (the run folder, for symmetry)
+    """What a training run's numbers come from, by content (inputs.json): data, checkpoint, code."""
+    ckpt = params.model.checkpoint
+    return {"format": INPUTS_FORMAT, "data": data_inputs(params.data),
+            "checkpoint": checkpoint_inputs(ckpt) if ckpt else None, "code": code_fingerprint("train")}
+
+
+def short(sha: str | None, n: int = 10) -> str:
+    return sha[:n] if sha else "?"
+
+
+def inputs_changes(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """Why a recorded inputs.json does not match `new` (empty when it does), e.g. 'data changed:
+    manifest sha 1a2b… -> 3c4d…', 'code changed: loss.py, train.py', 'checkpoint changed: …'."""
+    if not isinstance(old, dict) or old.get("format") != new.get("format"):
+        return ["no inputs.json: the run was recorded before runs named their inputs"]
+    reasons = []
+    od, nd = old.get("data") or {}, new.get("data") or {}
+    if od.get("kind") != nd.get("kind"):
+        reasons.append(f"data changed: {od.get('kind')} -> {nd.get('kind')}")
+    elif od.get("sha256") != nd.get("sha256"):
+        what = "manifest sha" if nd.get("kind") == "etl" else f"{nd.get('kind')} data sha"
+        reasons.append(f"data changed: {what} {short(od.get('sha256'))} -> {short(nd.get('sha256'))}")
+    if od.get("tokenizer_sha256") != nd.get("tokenizer_sha256"):
+        reasons.append(f"tokenizer changed: sha {short(od.get('tokenizer_sha256'))} -> {short(nd.get('tokenizer_sha256'))}")
+    oc, nc = old.get("checkpoint"), new.get("checkpoint")
+    if nc is not None and nc.get("sha256") is None:
+        reasons.append(f"checkpoint {nc.get('source')}: hash unknown ({nc.get('unknown')}), cannot verify")
+    elif (oc or {}).get("sha256") != (nc or {}).get("sha256"):
+        reasons.append(f"checkpoint changed: sha {short((oc or {}).get('sha256'))} -> {short((nc or {}).get('sha256'))}")
+    ok, nk = old.get("code") or {}, new.get("code") or {}
+    if ok.get("sha256") != nk.get("sha256"):
+        of, nf = ok.get("files") or {}, nk.get("files") or {}
+        files = sorted(f for f in set(of) | set(nf) if of.get(f) != nf.get(f))
+        libs = [f"{k} {v} -> {(nk.get('libraries') or {}).get(k)}" for k, v in (ok.get("libraries") or {}).items()
+                if (nk.get("libraries") or {}).get(k) != v]
+        named = [f + (" (new)" if f not in of else " (removed)" if f not in nf else "") for f in files]
+        reasons.append("code changed: " + ", ".join(named + libs or [f"fingerprint {short(ok.get('sha256'))}"])
+                       + f" (fingerprint {short(ok.get('sha256'))} -> {short(nk.get('sha256'))})")
+    return reasons
+
+
+def params_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs, with old -> new."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += params_changes(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [f"{prefix[:-1] or '(all)'} {old!r} -> {new!r}"]
+
+
+def stale_reasons(out: str | Path, config_dict: dict[str, Any], inputs: dict[str, Any]) -> list[str]:
+    """Why the run folder `out` does not hold a run of these params and inputs ([] = it does).
+    A missing or unreadable config.json or inputs.json is a reason, never a silent match."""
+    out = Path(out)
+    reasons = []
+    try:
+        recorded = read_json(out / "config.json")
+    except (OSError, ValueError) as e:
+        recorded = None
+        reasons.append(f"config.json missing or unreadable ({type(e).__name__})")
+    if recorded is not None and recorded != config_dict:
+        diff = params_changes(recorded, config_dict)
+        reasons.append("params changed: " + "; ".join(diff[:4]) + (f" (+{len(diff) - 4} more)" if len(diff) > 4 else ""))
+    try:
+        old = read_json(out / INPUTS_FILE)
+    except FileNotFoundError:
+        old = None
+    except (OSError, ValueError) as e:
+        return reasons + [f"inputs.json unreadable ({type(e).__name__}: {e})"]
+    return reasons + inputs_changes(old, inputs)
