@@ -21,13 +21,8 @@ class ConfigError(ValueError):
     """A params file or override that cannot be used: names the file, key and value."""
 
 
-class Section(BaseModel):
-    """Base of every config section: no unknown keys, no type coercion, immutable."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_default=True)
-
-
-# After Section: slurm_config subclasses it.
+# Section lives in its own module so that slurm_config (and others) need not import config.
+from mt5study.sections import Section  # noqa: E402,F401  (re-exported: mt5study.config.Section)
 from mt5study.slurm_config import SlurmConfig  # noqa: E402
 
 PRESETS = ("tiny", "mini", "mt5-small", "mt5-base", "mt5-large", "mt5-xl", "mt5-xxl")

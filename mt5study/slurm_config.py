@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from mt5study.config import Section
+from mt5study.sections import Section
 
 _TIME = re.compile(r"^(?:(\d+)-)?(\d{1,3}):([0-5]\d):([0-5]\d)$")  # [D-]HH:MM:SS
 _MEM = re.compile(r"^\d+[KMGT]?$")  # Slurm's --mem: a number with unit; no unit = megabytes

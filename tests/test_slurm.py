@@ -17,6 +17,7 @@ import pytest
 
 from mt5study import config, slurm
 from mt5study.config import ConfigError
+from mt5study.launch import accelerate_command
 from mt5study.slurm import LaunchEnv, SlurmError
 from mt5study.slurm_config import SlurmConfig
 
@@ -337,9 +338,13 @@ def test_multinode_train_command_wraps_the_projects_accelerate_command(tmp_path)
     assert flag("--main_process_ip") == ["gpu001"] and flag("--main_process_port") == [str(20000 + 1234 % 20000)]
     assert flag("--deepspeed_multinode_launcher") == ["standard"]
     assert inner[-8:] == ["-m", "mt5study.cli", "train", "--params", "/p/big.yaml", "--out", "/o/big", "--resume"]
-    with pytest.raises(SlurmError, match="asks for 32 processes but the allocation has 4 nodes x 4"):
+    with pytest.raises(SlurmError, match=r"big.yaml: run.processes_per_node=8 but the allocation has 4 GPU\(s\) per node"):
         slurm.multinode_train_command(params, "/p/big.yaml", "/o", environ={**alloc, "SLURM_GPUS_ON_NODE": "4"})
-    with pytest.raises(SlurmError, match="run.nodes=4 but the job has 2 nodes"):
+    with pytest.raises(SlurmError, match="asks for 32 processes but the allocation has 4 nodes x 4"):
+        small = LaunchEnv(job_id=1, hosts=("a", "b", "c", "d"), gpus_per_node=4, main_ip="a", main_port=20001)
+        slurm.multinode_launch_command(accelerate_command(params, "/p/big.yaml", "/o", num_machines=4,
+                                                                main_ip="a", main_port=1), small)
+    with pytest.raises(SlurmError, match=r"big.yaml: run.nodes=4 but the job has 2 nodes: .*SLURM_JOB_NODELIST=gpu\[1-2\]"):
         slurm.multinode_train_command(params, "/p/big.yaml", "/o", environ={**alloc, "SLURM_JOB_NODELIST": "gpu[1-2]",
                                                                                "SLURM_NNODES": "2"})
 
@@ -424,13 +429,21 @@ def _with_slurm_section(monkeypatch) -> None:
 
 def test_params_slurm_section_drives_the_script(tmp_path, monkeypatch, capsys):
     _with_slurm_section(monkeypatch)
-    p = _params(tmp_path, "big", GOOD + 'slurm: {nodes: 4, gpus_per_node: 8, time: "12:00:00", array_throttle: 3}\n')
+    four_nodes = GOOD.replace("micro_batch: 2}", "micro_batch: 2, nodes: 4, processes_per_node: 8}")
+    p = _params(tmp_path, "big", four_nodes + 'slurm: {nodes: 4, gpus_per_node: 8, time: "12:00:00", array_throttle: 3}\n')
     assert slurm.main(["submit", "--notebook", str(_notebook(tmp_path)), "--params", str(p), "--array", "--dry-run"]) == 0
     opts = _sbatch_lines(capsys.readouterr().out)
     assert {"--nodes=4", "--gpus-per-node=8", "--time=12:00:00", "--array=0-0%3"} <= set(opts)
     unquoted = _params(tmp_path, "unquoted", GOOD + "slurm: {time: 12:00:00}\n")
     with pytest.raises(ConfigError, match=r"unquoted.yaml: slurm.time: .*quoted string"):
         slurm.load_resources([unquoted])
+    # A job of slurm.nodes for a run of another size is refused before anything is written.
+    mismatch = _params(tmp_path, "mismatch", GOOD + "slurm: {nodes: 2}\n")
+    with pytest.raises(ConfigError, match=r"mismatch.yaml: slurm.nodes=2 but run.nodes=1"):
+        slurm.load_resources([mismatch])
+    assert slurm.main(["submit", "--notebook", str(_notebook(tmp_path)), "--params", str(mismatch),
+                       "--out", str(tmp_path / "never")]) == 2
+    assert "slurm.nodes=2 but run.nodes=1" in capsys.readouterr().err and not (tmp_path / "never").exists()
 
 
 def test_no_slurm_gives_a_clear_error(tmp_path, monkeypatch, capsys):

@@ -19,24 +19,28 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mt5study import config, slurm
+from mt5study import config
 from mt5study.paths import NOTEBOOKS, ROOT
 from mt5study.records import write_text_atomic
+from mt5study.slurm.client import check_slurm, record_submission, submit_script
+from mt5study.slurm.render import array_spec, job_script, python_for, quote, render_command
+from mt5study.slurm.submit import slurm_section
+from mt5study.slurm_config import SlurmConfig
 from mt5study.studies.config import StudyParams, validate_trials
 from mt5study.studies.runner import study_dir
 
 
-def render_trials_array(study_path: Path, n_trials: int, out: Path, cfg: slurm.SlurmConfig, name: str) -> str:
+def render_trials_array(study_path: Path, n_trials: int, out: Path, cfg: SlurmConfig, name: str) -> str:
     """The sbatch array script: task i runs `mt5study trial --index i`."""
     body = [
-        f"OUT_DIR={slurm._q(out / 'grid' / 'trials')}",  # where a preempted summary.json shows up
-        'CMD=("$PY" -m mt5study.cli trial --params ' + slurm._q(study_path) + ' --out ' + slurm._q(out)
+        f"OUT_DIR={quote(out / 'grid' / 'trials')}",  # where a preempted summary.json shows up
+        'CMD=("$PY" -m mt5study.cli trial --params ' + quote(study_path) + ' --out ' + quote(out)
         + ' --index "${SLURM_ARRAY_TASK_ID:-0}")',
         "RESUME=()",  # `mt5study trial` resumes a preempted trial by itself
     ]
-    return slurm._script(cfg, what=f"{n_trials} trials of study {name}", job_name=f"mt5-{name}-trials",
-                         log=out / "slurm" / "logs" / "%x_%A_%a.log", workdir=ROOT, python=slurm._python(cfg),
-                         body=body, array=slurm.array_spec(n_trials, cfg.array_throttle))
+    return job_script(cfg, what=f"{n_trials} trials of study {name}", job_name=f"mt5-{name}-trials",
+                      log=out / "slurm" / "logs" / "%x_%A_%a.log", workdir=ROOT, python=python_for(cfg),
+                      body=body, array=array_spec(n_trials, cfg.array_throttle))
 
 
 def submit_study(study_path: str | Path, notebook: str | None = None, out: str | Path | None = None,
@@ -47,7 +51,7 @@ def submit_study(study_path: str | Path, notebook: str | None = None, out: str |
     if not isinstance(params, StudyParams):
         raise config.ConfigError(f"{study_path}: not a study params file (no top-level `study:`)")
     _, trials = validate_trials(params, str(study_path))
-    cfg = slurm.slurm_section(params)
+    cfg = slurm_section(params)
     out = study_dir(params, out).resolve()
     name, stamp = params.study.name, datetime.now().strftime("%Y%m%d-%H%M%S")
     scripts = [(out / "slurm" / f"{name}_trials_{stamp}.sbatch", render_trials_array(study_path, len(trials), out, cfg, name))]
@@ -55,24 +59,23 @@ def submit_study(study_path: str | Path, notebook: str | None = None, out: str |
         nb = (NOTEBOOKS / notebook) if not Path(notebook).is_absolute() else Path(notebook)
         if not nb.is_file():
             raise config.ConfigError(f"{nb}: notebook not found")
-        argv = [slurm._python(cfg), "-m", "papermill", str(nb), str(out / nb.name), "-k", cfg.kernel,
+        argv = [python_for(cfg), "-m", "papermill", str(nb), str(out / nb.name), "-k", cfg.kernel,
                 "--log-output", "--no-progress-bar", "-p", "params_path", str(study_path), "-p", "out_dir", str(out)]
         scripts.append((out / "slurm" / f"{name}_notebook_{stamp}.sbatch",
-                        slurm.render_command(argv, cfg, job_name=f"mt5-{name}-notebook", resume_args=(),
+                        render_command(argv, cfg, job_name=f"mt5-{name}-notebook", resume_args=(),
                                              log=out / "slurm" / "logs" / "%x_%j.log", watch_dir=out)))
     if dry_run:
         for path, text in scripts:
             echo(f"# ---- {path} (not written: dry run)\n{text}")
         return []
-    slurm.check_slurm()
+    check_slurm()
     (out / "slurm" / "logs").mkdir(parents=True, exist_ok=True)
     ids: list[str] = []
     for path, text in scripts:
         write_text_atomic(path, text)
-        argv = ["sbatch", "--parsable", *([f"--dependency=afterany:{ids[0]}"] if ids else []), str(path)]
-        job_id = slurm._run(argv, f"submitting {path}").strip().split(";")[0]
+        job_id = submit_script(path, after=ids[0] if ids else None)
         ids.append(job_id)
-        slurm._record(out, {"job_id": job_id, "script": str(path), "study": str(study_path),
+        record_submission(out, {"job_id": job_id, "script": str(path), "study": str(study_path),
                             "trials": len(trials), "time": datetime.now().isoformat(timespec="seconds")})
         echo(f"submitted job {job_id}: {path}")
     return ids
