@@ -69,8 +69,9 @@ def cmd_study(a: argparse.Namespace) -> int:
     from mt5study import pipeline
 
     params = config.load(a.pipeline)
-    pipeline.run(params, only=a.only)
-    return 0
+    steps = pipeline.run(params, only=a.only, outputs=Path(a.outputs) if a.outputs else pipeline.OUTPUTS,
+                         keep_stale=True if a.keep_stale else None)
+    return 0 if all(s["status"] == "completed" for s in steps) else EXIT_FAILED
 
 
 def cmd_trial(a: argparse.Namespace) -> int:
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", default=str(Path(__file__).resolve().parent.parent / "params" / "cpu" / "pipeline.yaml"),
                    help="pipeline params file (default: params/cpu/pipeline.yaml)")
     p.add_argument("--only", nargs="+", help="run only these steps")
+    p.add_argument("--outputs", default=None, help="outputs folder of the study (default: outputs/ or $MT5STUDY_OUTPUTS)")
+    p.add_argument("--keep-stale", action="store_true",
+                   help="keep finished results whose params, data or code changed (every page marks them STALE)")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("trial", help="train one grid trial of a study (one Slurm array task)")
@@ -148,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"mt5study {args.command}: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    except Exception as e:  # named input errors: a report's refusal, inputs that cannot be hashed
+        from mt5study.records import InputsError
+        from mt5study.studies.report import MixedInputsError
+
+        if isinstance(e, (InputsError, MixedInputsError)):
+            print(f"mt5study {args.command}: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        raise
 
 
 if __name__ == "__main__":

@@ -3,11 +3,17 @@
 A pipeline params file (top-level key `pipeline:`) lists steps; each step is a notebook run with
 its params file (papermill injects `params_path`, `out_dir` and `overrides`) or a training launch.
 The executed notebooks land in `outputs/notebooks/`, the run folders under `outputs/<name>/`.
+
+Every step reuses finished work only when its params, data, checkpoint and code all match
+(records.run_inputs): each run folder's reuse.json says what the last check did and why, and
+pipeline.json lists, per step, the folders trained (with the reasons) and reused. `keep_stale`
+keeps non-matching results on purpose; every page that shows them then says so.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +51,10 @@ class Step(Section):
 class Pipeline(Section):
     steps: list[Step] = Field(min_length=1)
     kernel: str = KERNEL
+    keep_stale: bool = False
+    """Keep finished results whose params, data or code changed (marked stale on every page)."""
+    allow_mixed: bool = False
+    """Let the report compare runs computed from different data or code (it refuses otherwise)."""
 
 
 class PipelineParams(Section):
@@ -57,19 +67,22 @@ def resolve(path: str | Path) -> Path:
     return p if p.is_absolute() else ROOT / p
 
 
-def run_step(step: Step, kernel: str = KERNEL, outputs: Path = OUTPUTS) -> dict[str, Any]:
-    """Run one step; returns what it did and how long it took."""
+def run_step(step: Step, kernel: str = KERNEL, outputs: Path = OUTPUTS, keep_stale: bool = False,
+             allow_mixed: bool = False, sources: dict[str, list[Path]] | None = None) -> dict[str, Any]:
+    """Run one step; returns what it did, how long it took, and what it trained or reused."""
     from mt5study import config
 
     params_path = resolve(step.params) if step.params else None
+    overrides = {k: _resolved(v, outputs) for k, v in step.overrides.items()}
     if params_path:
-        config.load(params_path, step.overrides or None)  # refuse bad params before starting
+        config.load(params_path, overrides or None)  # refuse bad params before starting
     out_dir = outputs / step.name
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")  # reuse.json times are compared to it
     t0 = time.perf_counter()
     if step.kind == "site":
         from mt5study import site
 
-        site.build(sorted((outputs / "notebooks").glob("*.ipynb")), out_dir)
+        site.build(sorted((outputs / "notebooks").glob("*.ipynb")), out_dir, sources=sources)
         result = {"status": "completed", "index": str(out_dir / "index.html")}
         try:
             reports = site.check(out_dir)
@@ -82,9 +95,9 @@ def run_step(step: Step, kernel: str = KERNEL, outputs: Path = OUTPUTS) -> dict[
             if bad:
                 result["status"] = "failed"
     elif step.kind == "train":
-        from mt5study.studies.runner import run_trial  # reuses a finished run, resumes a preempted one
+        from mt5study.studies.runner import run_trial  # reuses a matching finished run, resumes a preempted one
 
-        summary = run_trial(out_dir, params_path, dict(step.overrides))
+        summary = run_trial(out_dir, params_path, overrides, keep_stale=keep_stale)
         result = {"status": summary.get("status")}
         if summary.get("status") != "completed":
             raise RuntimeError(f"step {step.name}: training ended {summary.get('status')}: "
@@ -94,33 +107,80 @@ def run_step(step: Step, kernel: str = KERNEL, outputs: Path = OUTPUTS) -> dict[
 
         executed = outputs / "notebooks" / Path(step.notebook).name
         executed.parent.mkdir(parents=True, exist_ok=True)
+        offered = {**({"params_path": str(params_path), "overrides": overrides} if params_path else {}),
+                   "out_dir": str(out_dir), "keep_stale": keep_stale, "allow_mixed": allow_mixed,
+                   **{k: _resolved(v, outputs) for k, v in step.parameters.items()}}
+        declared = papermill.inspect_notebook(str(NOTEBOOKS / step.notebook))  # pass only what it takes
         papermill.execute_notebook(
             str(NOTEBOOKS / step.notebook), str(executed),
-            parameters={**({"params_path": str(params_path), "overrides": dict(step.overrides)} if params_path else {}),
-                        "out_dir": str(out_dir), **{k: _resolved(v) for k, v in step.parameters.items()}},
+            parameters={k: v for k, v in offered.items() if k in declared or k in step.parameters},
             kernel_name=kernel, cwd=str(NOTEBOOKS), progress_bar=False,
         )
         result = {"status": "completed", "notebook": str(executed)}
-    return {"step": step.name, **result, "seconds": time.perf_counter() - t0}
+    return {"step": step.name, **result, "seconds": time.perf_counter() - t0,
+            **decisions(step_folders(step, outputs), since=started)}
 
 
-def _resolved(value: Any) -> Any:
-    """Relative 'outputs/...' paths in step parameters become absolute (papermill runs elsewhere)."""
+def step_folders(step: Step, outputs: Path = OUTPUTS) -> list[Path]:
+    """The folders whose numbers a step's page shows: its own, and the folders its parameters name."""
+    named = [Path(v) for v in (_resolved(x, outputs) for x in step.parameters.values())
+             if isinstance(v, str) and Path(v).is_absolute() and Path(v).is_dir()]
+    return [outputs / step.name, *named]
+
+
+def decisions(folders: list[Path], since: str) -> dict[str, Any]:
+    """What the reuse checks decided under `folders` since `since` (ISO time): folders trained or
+    built (with the reasons) and reused, from their reuse.json records."""
+    trained, reused, stale = [], 0, []
+    for folder in folders:
+        for run in records.run_folders(folder) if folder.is_dir() else []:
+            try:
+                entry = records.read_json(run / records.REUSE_FILE)
+            except (OSError, ValueError):
+                continue
+            if entry.get("time_utc", "") < since:
+                continue
+            if entry.get("action") in ("trained", "built"):
+                trained.append({"folder": str(run), "reasons": entry.get("reasons", [])})
+            elif entry.get("action") == "kept stale":
+                stale.append({"folder": str(run), "reasons": entry.get("reasons", [])})
+            else:
+                reused += 1
+    return {"trained": trained, "reused": reused, "kept_stale": stale}
+
+
+def _resolved(value: Any, outputs: Path = OUTPUTS) -> Any:
+    """Relative 'outputs/...' paths in step parameters and overrides become absolute paths under
+    the pipeline's outputs folder (papermill runs elsewhere; a smoke study writes elsewhere)."""
     if isinstance(value, str) and value.startswith("outputs/"):
-        return str(OUTPUTS / value[len("outputs/"):])
+        return str(outputs / value[len("outputs/"):])
     return value
 
 
-def run(params: PipelineParams, only: list[str] | None = None, outputs: Path = OUTPUTS) -> list[dict[str, Any]]:
-    """Run the pipeline's steps in order (or the named ones) and record their timings."""
-    steps = [s for s in params.pipeline.steps if not only or s.name in only]
-    unknown = set(only or []) - {s.name for s in params.pipeline.steps}
+def run(params: PipelineParams, only: list[str] | None = None, outputs: Path = OUTPUTS,
+        keep_stale: bool | None = None) -> list[dict[str, Any]]:
+    """Run the pipeline's steps in order (or the named ones) and record their timings and what
+    each trained or reused (pipeline.json); keep_stale overrides the params' pipeline.keep_stale."""
+    pl = params.pipeline
+    keep = pl.keep_stale if keep_stale is None else keep_stale
+    steps = [s for s in pl.steps if not only or s.name in only]
+    unknown = set(only or []) - {s.name for s in pl.steps}
     if unknown:
         raise ValueError(f"no pipeline step named {sorted(unknown)}")
+    outputs = Path(outputs)
+    sources = {Path(s.notebook).name: step_folders(s, outputs) for s in pl.steps if s.kind == "notebook"}
     done = []
+    if keep:
+        print("[mt5study study] keep_stale: finished results are kept even where params, data or code changed "
+              "(marked STALE on every page)", flush=True)
     for step in steps:
         print(f"[mt5study study] {step.name} ...", flush=True)
-        done.append(run_step(step, params.pipeline.kernel, outputs))
-        print(f"[mt5study study] {step.name}: {done[-1]['status']} in {done[-1]['seconds']:.0f} s", flush=True)
-        records.write_json_atomic(outputs / "pipeline.json", {"steps": done, "env": records.environment()})
+        done.append(run_step(step, pl.kernel, outputs, keep, pl.allow_mixed, sources))
+        d = done[-1]
+        print(f"[mt5study study] {step.name}: {d['status']} in {d['seconds']:.0f} s; trained {len(d['trained'])}, "
+              f"reused {d['reused']}" + (f", KEPT STALE {len(d['kept_stale'])}" if d["kept_stale"] else ""), flush=True)
+        for t in d["trained"]:
+            print(f"[mt5study study]   trained {Path(t['folder']).relative_to(outputs) if Path(t['folder']).is_relative_to(outputs) else t['folder']}: "
+                  f"{'; '.join(t['reasons'])}", flush=True)
+        records.write_json_atomic(outputs / "pipeline.json", {"steps": done, "keep_stale": keep, "env": records.environment()})
     return done

@@ -176,13 +176,17 @@ INPUTS_FORMAT = "mt5study-inputs/1"
 PACKAGE = ROOT / "mt5study"
 CODE: dict[str, tuple[str, ...]] = {  # globs under PACKAGE, per kind of step
     "train": ("train.py", "model.py", "loss.py", "batches.py", "optim.py", "launch.py", "config.py"),
-    "etl": ("data/*.py",),
-    "qa": ("qa/*.py",),
+    # The ETL's stages (report.py reads outputs, samples.py writes test corpora: not counted).
+    "etl": tuple(f"data/{m}.py" for m in ("etl", "clean", "config", "corruption", "output", "sampling",
+                                          "sources", "tokenizer")),
+    "qa_data": ("qa/prepare.py", "qa/loaders.py", "qa/manpages.py", "qa/config.py"),  # QA examples, windows
+    "qa_eval": ("qa/evaluate.py", "qa/metrics.py", "qa/prepare.py"),  # generation and EM/F1
 }
 LIBRARIES: dict[str, tuple[str, ...]] = {
     "train": ("torch", "transformers", "accelerate", "deepspeed", "datasets", "numpy"),
     "etl": ("datasets", "pyarrow", "sentencepiece", "tokenizers", "transformers", "numpy", "py3langid"),
-    "qa": ("torch", "transformers", "sentencepiece", "datasets", "numpy"),
+    "qa_data": ("sentencepiece", "tokenizers", "transformers", "datasets", "numpy"),
+    "qa_eval": ("torch", "transformers", "sentencepiece", "numpy"),
 }
 WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "config.json")  # what a checkpoint's numbers are
 _HASHES: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256, for this process
@@ -228,7 +232,7 @@ def source_sha256(path: Path) -> str:
 
 
 def code_fingerprint(kind: str = "train", package: Path | None = None) -> dict[str, Any]:
-    """The code a kind of step ('train', 'etl', 'qa') runs: per-file hashes, library versions and
+    """The code a kind of step ('train', 'etl', 'qa_data', 'qa_eval') runs: per-file hashes, library versions and
     one sha256 over both. A listed file that does not exist yet is simply absent."""
     if kind not in CODE:
         raise ValueError(f"code fingerprint: unknown kind {kind!r}; one of {sorted(CODE)}")
@@ -375,3 +379,82 @@ def stale_reasons(out: str | Path, config_dict: dict[str, Any], inputs: dict[str
     except (OSError, ValueError) as e:
         return reasons + [f"inputs.json unreadable ({type(e).__name__}: {e})"]
     return reasons + inputs_changes(old, inputs)
+
+
+# ----------------------------------------------------------------------------- reuse decisions
+
+REUSE_FILE = "reuse.json"  # the runner's last decision about a folder: reused / trained / kept stale
+
+
+def record_decision(out: str | Path, action: str, reasons: list[str]) -> dict[str, Any]:
+    """Write OUT/reuse.json: what the last check did with the folder and why (pages read it)."""
+    entry = {"action": action, "reasons": list(reasons),
+             "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_json_atomic(Path(out) / REUSE_FILE, entry)
+    return entry
+
+
+def stale_mark(out: str | Path) -> str | None:
+    """The reasons a folder was kept although stale (keep_stale), or None when it is current."""
+    try:
+        entry = read_json(Path(out) / REUSE_FILE)
+    except (OSError, ValueError):
+        return None
+    return "; ".join(entry.get("reasons") or ["stale"]) if entry.get("action") == "kept stale" else None
+
+
+def machine(env: dict[str, Any]) -> str:
+    """A short name of the hardware in an env.json: '8x NVIDIA H100 80GB HBM3' or 'AMD EPYC 7763 x2'."""
+    hw = env.get("hardware") or {}
+    if hw.get("gpus"):
+        return f"{len(hw['gpus'])}x {hw['gpus'][0]}"
+    cpu = str(hw.get("cpu") or "?")
+    for noise in ("(R)", "(TM)", " Processor", " CPU", "64-Core", "32-Core", "16-Core"):
+        cpu = cpu.replace(noise, "")
+    return f"{' '.join(cpu.split())} x{hw.get('cpu_count')}"
+
+
+def provenance(run_dir: str | Path) -> dict[str, Any]:
+    """Short forms of what a run folder's numbers came from: data sha, code fingerprint, checkpoint
+    sha, machine, and the stale mark; '?' where the folder does not say (a run from before)."""
+    run_dir = Path(run_dir)
+    try:
+        inputs = read_json(run_dir / INPUTS_FILE)
+    except (OSError, ValueError):
+        inputs = {}
+    try:
+        env = read_json(run_dir / "env.json")
+    except (OSError, ValueError):
+        env = {}
+    data = inputs.get("data") or {}
+    return {"data": short(data.get("sha256")) + ("" if data.get("kind") != "synthetic" else " (synthetic)"),
+            "code": short((inputs.get("code") or {}).get("sha256")),
+            "checkpoint": short((inputs.get("checkpoint") or {}).get("sha256")) if inputs.get("checkpoint") else "",
+            "machine": machine(env) if env else "?", "stale": stale_mark(run_dir) or ""}
+
+
+def run_folders(root: str | Path) -> list[Path]:
+    """Every run or cached folder under `root` that records its inputs (inputs.json) or a reuse decision."""
+    root = Path(root)
+    found = {p.parent for name in (INPUTS_FILE, REUSE_FILE) for p in root.rglob(name)}
+    return sorted(found)
+
+
+def provenance_note(root: str | Path) -> str:
+    """What the numbers under `root` were computed from (data, code, machine: each distinct value
+    with its count of folders), led by a banner when any folder was kept stale on purpose."""
+    root = Path(root)
+    rows = [provenance(p) for p in run_folders(root) if (p / INPUTS_FILE).exists()]
+    lines = []
+    stale = [(p, stale_mark(p)) for p in run_folders(root) if stale_mark(p)]
+    if stale:
+        lines.append(f"!!! STALE RESULTS KEPT ON PURPOSE (keep_stale): {len(stale)} folder(s) under {root.name}/ "
+                     "were not recomputed although their params, data or code changed:")
+        lines += [f"!!!   {p.relative_to(root)}: {why}" for p, why in stale]
+    for key in ("data", "code", "machine"):
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r[key]] = counts.get(r[key], 0) + 1
+        shown = ", ".join(f"{v} ({n})" for v, n in sorted(counts.items())) or "not recorded"
+        lines.append(f"{key}: {shown}")
+    return "\n".join(lines)

@@ -2,7 +2,9 @@
 
 `build(notebooks, out)` converts each executed notebook with nbconvert's HTMLExporter (figures
 embedded as data URIs, so the folder is self-contained and can be copied anywhere), and writes
-`index.html` linking them with their title, when they ran and whether any cell failed.
+`index.html` linking them with their title, when they ran, whether any cell failed, and what
+their numbers were computed from (data sha, code fingerprint, machine: short forms read from the
+run folders' inputs.json and env.json), with a banner where results were kept stale on purpose.
 `check(site)` opens every page in headless Chromium (Debian's chromium + chromium-driver,
 through Selenium) and reports pages that did not load, images that did not render and cells
 that show an error.
@@ -20,6 +22,8 @@ from mt5study import records
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 52rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
 li { margin: .6rem 0; } .meta { color: #666; font-size: .9rem; } .bad { color: #b00; }
+.stale { border: 2px solid #b00; background: #fee; padding: .5rem 1rem; color: #700; }
+code { font-size: .85rem; }
 """
 
 
@@ -36,8 +40,35 @@ def _errors(nb: Any) -> int:
     return sum(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
 
 
-def build(notebooks: list[str | Path], out: str | Path, title: str = "mt5study — the published study") -> Path:
-    """Render executed notebooks into OUT/*.html plus OUT/index.html; returns the index path."""
+def origin(folders: list[str | Path]) -> dict[str, Any]:
+    """Distinct data, code and machine short forms of the run folders under `folders`, and the
+    folders kept stale on purpose (records.provenance of each)."""
+    seen: dict[str, set[str]] = {"data": set(), "code": set(), "machine": set()}
+    stale = []
+    for folder in folders:
+        for run in records.run_folders(folder) if Path(folder).is_dir() else []:
+            p = records.provenance(run)
+            if (run / records.INPUTS_FILE).exists():
+                for key in seen:
+                    seen[key].add(p[key])
+            if p["stale"]:
+                stale.append(f"{Path(folder).name}/{run.relative_to(folder)}: {p['stale']}")
+    return {**{k: sorted(v) for k, v in seen.items()}, "stale": stale}
+
+
+def _origin_html(o: dict[str, Any] | None) -> str:
+    if not o:
+        return ""
+    parts = " · ".join(f"{k} <code>{html.escape(', '.join(o[k]) or '?')}</code>" for k in ("data", "code", "machine"))
+    stale = (f'<div class="stale">STALE: {len(o["stale"])} result folder(s) kept on purpose although their '
+             f'params, data or code changed</div>') if o["stale"] else ""
+    return f'<div class="meta">computed from: {parts}</div>{stale}'
+
+
+def build(notebooks: list[str | Path], out: str | Path, title: str = "mt5study — the published study",
+          sources: dict[str, list[Path]] | None = None) -> Path:
+    """Render executed notebooks into OUT/*.html plus OUT/index.html; returns the index path.
+    `sources` maps a notebook's file name to the folders its numbers come from (provenance)."""
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -54,18 +85,24 @@ def build(notebooks: list[str | Path], out: str | Path, title: str = "mt5study �
         records.write_text_atomic(out / page, body)
         meta = nb.metadata.get("papermill", {})
         entries.append({"page": page, "title": _title(nb, path.stem), "errors": _errors(nb),
-                        "ran": meta.get("end_time"), "seconds": meta.get("duration")})
+                        "ran": meta.get("end_time"), "seconds": meta.get("duration"),
+                        "origin": origin((sources or {})[path.name]) if path.name in (sources or {}) else None})
     env = records.environment()
     items = "\n".join(
         f'<li><a href="{html.escape(e["page"])}">{html.escape(e["title"])}</a>'
         f'<div class="meta">{html.escape(str(e["ran"] or "not run by papermill"))}'
         + (f", {e['seconds']:.0f} s" if e["seconds"] else "")
         + (f' — <span class="bad">{e["errors"]} failed cell(s)</span>' if e["errors"] else "")
-        + "</div></li>" for e in entries)
+        + "</div>" + _origin_html(e["origin"]) + "</li>" for e in entries)
+    n_stale = sum(len((e["origin"] or {}).get("stale", [])) for e in entries)
+    banner = (f'<p class="stale"><b>Stale results shown on purpose (keep_stale):</b> {n_stale} result folder(s) '
+              "were not recomputed although their params, data or code changed; the pages marked STALE show "
+              "them.</p>") if n_stale else ""
     git = env["git"]
     index = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>
-<p>Each page is an executed notebook of the study; every number in it was read from a run folder.</p>
+<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{banner}
+<p>Each page is an executed notebook of the study; every number in it was read from a run folder,
+and each entry says what those numbers were computed from (data sha, code fingerprint, machine).</p>
 <ol>{items}</ol>
 <p class="meta">Built {html.escape(env["time_utc"])} from commit {html.escape(str(git.get("commit")))}
 {"(uncommitted changes)" if git.get("dirty") else ""} on {html.escape(str(env["hardware"].get("cpu")))},

@@ -131,3 +131,115 @@ def test_stale_reasons_of_a_run_folder(tmp_path):
     assert records.stale_reasons(out, cfg2, inputs) == [f"params changed: optim.lr {p.optim.lr!r} -> 0.5"]
     (out / "inputs.json").write_text("{torn")
     assert records.stale_reasons(out, cfg, inputs)[0].startswith("inputs.json unreadable")
+
+
+# ----------------------------------------------------------------------------- the runner's reuse
+# The trainer is replaced by a stand-in that writes what train.py writes (config.json,
+# inputs.json, summary.json last), so each scenario runs in milliseconds; the real launches are
+# covered by test_studies and test_pipeline.
+
+@pytest.fixture
+def trainer(monkeypatch):
+    """A recording stand-in for launch.run: the folders it (re)trained, in order."""
+    from mt5study.studies import runner
+
+    trained: list[str] = []
+
+    def fake_run(base_path, out, overrides=None, extra_args=(), check=False):
+        params = config.load(base_path, overrides or None)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        records.write_json_atomic(out / "config.json", config.to_dict(params))
+        records.write_json_atomic(out / "env.json", {"hardware": {"cpu": "Test CPU", "cpu_count": 2, "gpus": []}})
+        records.write_json_atomic(out / "inputs.json", records.run_inputs(params, out))
+        records.write_json_atomic(out / "summary.json", {"status": "completed", "steps": params.run.steps})
+        trained.append(out.name)
+        return {"status": "completed"}
+
+    monkeypatch.setattr(runner.launch, "run", fake_run)
+    return trained
+
+
+def test_exactly_the_runs_whose_inputs_changed_are_retrained(tmp_path, trainer, monkeypatch, capsys):
+    from mt5study.studies import runner
+
+    etl = _fake_etl(tmp_path / "etl")
+    ck = tmp_path / "ckpt"
+    ck.mkdir()
+    (ck / "config.json").write_text("{}")
+    (ck / "model.safetensors").write_bytes(b"w1")
+    tiny = PARAMS / "cpu" / "tiny.yaml"
+    runs = {"on_etl": {"data.path": str(etl)}, "from_ckpt": {"model.checkpoint": str(ck)}, "plain": {}}
+
+    def study(**kw):
+        trainer.clear()
+        for name, ov in runs.items():
+            runner.run_trial(tmp_path / "runs" / name, tiny, ov, **kw)
+        return sorted(trainer)
+
+    assert study() == ["from_ckpt", "on_etl", "plain"]
+    assert study() == []  # everything matches: all reused
+    assert "params, data, checkpoint and code match" in capsys.readouterr().out
+
+    manifest = json.loads((etl / "manifest.json").read_text())
+    manifest["content_sha256"]["train"] = "d" * 64  # the ETL output changed
+    (etl / "manifest.json").write_text(json.dumps(manifest))
+    assert study() == ["on_etl"]
+    assert "data changed: manifest sha" in capsys.readouterr().out
+
+    (etl / "tokenizer" / "spiece.model").write_bytes(b"pieces v9")
+    assert study() == ["on_etl"]
+    assert "tokenizer changed" in capsys.readouterr().out
+
+    (ck / "model.safetensors").write_bytes(b"w2")
+    assert study() == ["from_ckpt"]
+    assert "checkpoint changed" in capsys.readouterr().out
+
+    pkg = _package_copy(tmp_path)  # an edit to the ETL's code: no training run depends on it
+    (pkg / "data" / "clean.py").write_text((pkg / "data" / "clean.py").read_text() + "\nX = 1\n")
+    monkeypatch.setattr(records, "PACKAGE", pkg)
+    assert study() == []
+    (pkg / "loss.py").write_text("def z_loss(x):\n    return 0.0\n")  # a trainer source: every run
+    reasons = [json.loads((tmp_path / "runs" / n / "reuse.json").read_text()) for n in runs]
+    assert study() == ["from_ckpt", "on_etl", "plain"]
+    out = capsys.readouterr().out
+    assert out.count("code changed: loss.py (new)") == 3
+    assert all(r["action"] == "reused" for r in reasons)
+    assert json.loads((tmp_path / "runs" / "plain" / "reuse.json").read_text())["action"] == "trained"
+
+
+def test_keep_stale_reuses_on_purpose_and_the_table_says_so(tmp_path, trainer, monkeypatch, capsys):
+    from mt5study.studies import runner
+
+    tiny = PARAMS / "cpu" / "tiny.yaml"
+    out = tmp_path / "grid" / "trials" / "only"
+    runner.run_trial(out, tiny, {})
+    (out / "inputs.json").unlink()  # a folder written before runs named their inputs
+    trainer.clear()
+    runner.run_trial(out, tiny, {}, keep_stale=True)
+    assert trainer == [] and "KEPT STALE on request: no inputs.json" in capsys.readouterr().out
+    row = runner.results_table(tmp_path / "grid", []).iloc[0]
+    assert row.stale.startswith("no inputs.json") and row.code == "?" and row.machine == "Test x2"
+    assert records.provenance_note(tmp_path / "grid").startswith("!!! STALE RESULTS KEPT ON PURPOSE")
+    runner.run_trial(out, tiny, {})  # without the flag: retrained, and the mark goes
+    assert trainer == ["only"] and "[rerun]" in capsys.readouterr().out
+    row = runner.results_table(tmp_path / "grid", []).iloc[0]
+    assert row.stale == "" and row.code == records.code_fingerprint("train")["sha256"][:10]
+    assert row.data == records.run_inputs(config.load(tiny))["data"]["sha256"][:10] + " (synthetic)"
+
+
+def test_unhashable_inputs_rerun_and_never_match(tmp_path, trainer, capsys):
+    from mt5study.studies import runner
+
+    tiny = PARAMS / "cpu" / "tiny.yaml"
+    etl = _fake_etl(tmp_path / "etl")
+    out = tmp_path / "run"
+    runner.run_trial(out, tiny, {"data.path": str(etl)})
+    (etl / "manifest.json").unlink()  # the recorded data no longer exists
+    trainer.clear()
+    with pytest.raises(records.InputsError, match="no manifest.json"):  # the stand-in needs them too
+        runner.run_trial(out, tiny, {"data.path": str(etl)}, keep_stale=False)
+    out_text = capsys.readouterr().out
+    assert "[rerun]" in out_text and "inputs cannot be named: data.path=" in out_text
+    runner.run_trial(out, tiny, {"data.path": str(etl)}, keep_stale=True)  # kept only when asked, and marked
+    assert records.stale_mark(out).startswith("inputs cannot be named")

@@ -15,6 +15,7 @@ depend on num_proc.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from mt5study import records
 from mt5study.data.clean import clean_documents
 from mt5study.data.config import ETLConfig, ETLParams
 from mt5study.data.corruption import pad_to, span_corrupt_batch, span_corruption_lengths
@@ -65,22 +67,56 @@ def run(params: ETLParams, out: str | Path, overwrite: bool = False) -> dict[str
     return manifest
 
 
-def run_or_reuse(params: ETLParams, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
-    """The manifest of a completed output made from the same params; otherwise run the ETL.
+def run_or_reuse(params: ETLParams, out: str | Path, overwrite: bool = False, keep_stale: bool = False) -> dict[str, Any]:
+    """The manifest of a completed output made from the same params, source and ETL code;
+    otherwise run the ETL again into `out`, saying why ("params changed", "code changed: ...").
 
-    A completed output made from other params is refused (ETLError) unless overwrite.
+    keep_stale: keep a completed output that does not match, on purpose (its reuse.json says so).
     """
-    import json
-
-    from mt5study.config import to_dict
-
     out = Path(out).resolve()
     if is_complete(out) and not overwrite:
         manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-        if manifest.get("params") == to_dict(params):
+        reasons = stale_reasons(manifest, params)
+        if not reasons:
+            print(f"[reuse] {out}: ETL params, source and code match", flush=True)
+            records.record_decision(out, "reused", [])
             return manifest
-        raise ETLError(f"{out} holds an ETL output made from other params; pass overwrite=True to replace it")
-    return run(params, out, overwrite=overwrite)
+        if keep_stale:
+            print(f"[reuse] {out}: KEPT STALE on request: {'; '.join(reasons)}", flush=True)
+            records.record_decision(out, "kept stale", reasons)
+            return manifest
+        print(f"[rerun] {out}: {'; '.join(reasons)}", flush=True)
+        overwrite = True
+    else:
+        reasons = ["overwrite requested"] if is_complete(out) else ["no completed output"]
+    manifest = run(params, out, overwrite=overwrite)
+    records.record_decision(out, "built", reasons)
+    return manifest
+
+
+def etl_inputs(params: ETLParams) -> dict[str, Any]:
+    """What an ETL output is made from besides its params: the source as listed (packages and
+    page counts, files) and the ETL code's fingerprint (records.code_fingerprint('etl'))."""
+    return {"source": make_source(params.etl.source).describe(), "code": records.code_fingerprint("etl")}
+
+
+def stale_reasons(manifest: dict[str, Any], params: ETLParams) -> list[str]:
+    """Why a completed output's manifest does not match these params, source and code ([] = it does)."""
+    from mt5study.config import to_dict
+
+    recorded = manifest.get("inputs")
+    if manifest.get("params") != to_dict(params):
+        diff = records.params_changes(manifest.get("params"), to_dict(params))
+        return ["params changed: " + "; ".join(diff[:4]) + (f" (+{len(diff) - 4} more)" if len(diff) > 4 else "")]
+    if not isinstance(recorded, dict):
+        return ["no inputs in manifest.json: the output was made before outputs named their inputs"]
+    now = etl_inputs(params)
+    reasons = []
+    if recorded.get("source") != now["source"]:
+        diff = records.params_changes(recorded.get("source"), now["source"])
+        reasons.append("source changed: " + "; ".join(diff[:3]))
+    old_code = {"format": records.INPUTS_FORMAT, "code": recorded.get("code")}
+    return reasons + records.inputs_changes(old_code, {"format": records.INPUTS_FORMAT, "code": now["code"]})
 
 
 def build(params: ETLParams, folder: Path) -> dict[str, Any]:
@@ -174,6 +210,7 @@ def build(params: ETLParams, folder: Path) -> dict[str, Any]:
         "timings_s": timings,
         "wall_time_s": round(time.perf_counter() - t_start, 2),
         "environment": environment(),
+        "inputs": {"source": source_record, "code": records.code_fingerprint("etl")},  # what reuse compares
     }
     write_json_atomic(folder / "manifest.json", manifest)  # last: its presence marks completion
     return manifest

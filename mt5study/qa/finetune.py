@@ -11,7 +11,9 @@
 
 Both fine-tuning runs are `mt5study.launch.run` launches of the same training params (ZeRO stage,
 precision, batch, learning rate), differing only in `model.checkpoint`; a finished run is reused
-when its config.json equals what would run now (otherwise it is trained again).
+only when its params, data, starting checkpoint (by its weight bytes) and trainer code equal
+what would run now (runner.run_trial; otherwise it is trained again and says why). The prepared
+data and the evaluations are redone when their own code changed (inputs.json in their folders).
 """
 
 from __future__ import annotations
@@ -77,19 +79,20 @@ def check_base(checkpoint: str, tokenizer: str, train_params: config.TrainParams
     return int(cfg.vocab_size)
 
 
-def base_model(params: QAParams, root: Path, redo: bool = False) -> dict[str, Any]:
-    """Tokenizer, checkpoint and vocabulary to fine-tune from (building them with qa.pretrain)."""
+def base_model(params: QAParams, root: Path, redo: bool = False, keep_stale: bool = False) -> dict[str, Any]:
+    """Tokenizer, checkpoint and vocabulary to fine-tune from (building them with qa.pretrain).
+
+    With qa.pretrain, the study's own ETL output and base model are reused only when their
+    params, source, data and code match (etl.run_or_reuse, runner.run_trial say why not)."""
     qa = params.qa
     if qa.pretrain is not None:
         from mt5study.data import etl
 
         etl_dir, run_dir = root / "pretrain" / "etl", root / "pretrain" / "run"
         etl_params = config.load(find(qa.pretrain.etl_params))
-        manifest = etl_dir / "manifest.json"
-        # The study's own ETL output made from other params: rebuild it, and the model trained on it.
-        fresh = redo or (manifest.exists() and records.read_json(manifest).get("params") != config.to_dict(etl_params))
-        etl.run_or_reuse(etl_params, etl_dir, overwrite=fresh)
-        summary = _train(run_dir, find(qa.pretrain.train_params), {**qa.pretrain.overrides, "data.path": str(etl_dir)}, fresh)
+        etl.run_or_reuse(etl_params, etl_dir, overwrite=redo, keep_stale=keep_stale)
+        summary = _train(run_dir, find(qa.pretrain.train_params), {**qa.pretrain.overrides, "data.path": str(etl_dir)},
+                         redo, keep_stale)
         if summary.get("status") != "completed":
             raise RuntimeError(f"pretraining the base model in {run_dir} ended {summary.get('status')}: {summary.get('error')}")
         tokenizer, checkpoint = str(etl_dir / "tokenizer"), str(run_dir / "model")
@@ -98,6 +101,40 @@ def base_model(params: QAParams, root: Path, redo: bool = False) -> dict[str, An
         checkpoint = _local_or_hub(qa.finetune.checkpoint, "checkpoint")
     vocab = check_base(checkpoint, tokenizer, finetune_params(params))
     return {"tokenizer": tokenizer, "checkpoint": checkpoint, "vocab_size": vocab}
+
+
+def _code_check(folder: Path, kind: str, redo: bool, keep_stale: bool) -> tuple[bool, dict[str, Any]]:
+    """(redo?, the inputs record to write) for a cached QA folder: it is rebuilt when the code of
+    `kind` changed since it was written (or it predates the record), unless kept stale on purpose."""
+    wanted = {"format": records.INPUTS_FORMAT, "code": records.code_fingerprint(kind)}
+    if redo or not folder.exists():
+        return redo, wanted
+    try:
+        old = records.read_json(folder / records.INPUTS_FILE)
+    except (OSError, ValueError):
+        old = None
+    reasons = records.inputs_changes(old, wanted)
+    if not reasons:
+        return False, wanted
+    if keep_stale:
+        print(f"[reuse] {folder}: KEPT STALE on request: {'; '.join(reasons)}", flush=True)
+        records.record_decision(folder, "kept stale", reasons)
+        return False, wanted
+    print(f"[rerun] {folder}: {'; '.join(reasons)}", flush=True)
+    return True, wanted
+
+
+def prepare_data(params: QAParams, root: Path, base: dict[str, Any], redo: bool = False,
+                 keep_stale: bool = False) -> Path:
+    """The prepared QA folder (prepare.prepare), rebuilt when the QA data code changed."""
+    qa = params.qa
+    fp = prepare_lib.fingerprint(qa, prepare_lib.Tokenizer(base["tokenizer"]), base["vocab_size"])
+    folder = Path(root) / "data" / fp[:12]
+    redo, wanted = _code_check(folder, "qa_data", redo, keep_stale)
+    data = prepare_lib.prepare(qa, root, base["tokenizer"], base["vocab_size"], redo)
+    if redo or not (data / records.INPUTS_FILE).exists():
+        records.write_json_atomic(data / records.INPUTS_FILE, wanted)
+    return data
 
 
 # ----------------------------------------------------------------------------- fine-tuning
@@ -121,15 +158,16 @@ def run_overrides(params: QAParams, base: dict[str, Any], data: Path, init: str)
     }
 
 
-def _train(out: Path, base_path: Path, overrides: dict[str, Any], redo: bool) -> dict[str, Any]:
-    """One launch through the studies' runner: a finished run of the same params is reused, one
-    made from other params (config.json differs) is trained again, a preempted one resumed."""
+def _train(out: Path, base_path: Path, overrides: dict[str, Any], redo: bool, keep_stale: bool = False) -> dict[str, Any]:
+    """One launch through the studies' runner: a finished run of the same params, data,
+    checkpoint and code is reused, any other is trained again (it says why), a preempted one resumed."""
     from mt5study.studies.runner import run_trial
 
-    return run_trial(out, base_path, overrides, redo=redo)
+    return run_trial(out, base_path, overrides, redo=redo, keep_stale=keep_stale)
 
 
-def train_runs(params: QAParams, root: Path, data: Path, base: dict[str, Any], redo: bool = False) -> pd.DataFrame:
+def train_runs(params: QAParams, root: Path, data: Path, base: dict[str, Any], redo: bool = False,
+               keep_stale: bool = False) -> pd.DataFrame:
     """Fine-tune from the pretrained checkpoint and (if asked) from random init; one row each."""
     manifest = records.read_json(Path(data) / "manifest.json")
     inits = INITS if params.qa.finetune.compare_random_init else INITS[:1]
@@ -145,12 +183,13 @@ def train_runs(params: QAParams, root: Path, data: Path, base: dict[str, Any], r
                                  f"every rank ({need}); add questions or lower run.micro_batch")
         out = root / "runs" / init
         print(f"[{params.qa.name}] fine-tuning from {init} -> {out}", flush=True)
-        summary = _train(out, base_path, overrides, redo)
+        summary = _train(out, base_path, overrides, redo, keep_stale)
         print(f"[{params.qa.name}]   {summary.get('status')} eval_loss={summary.get('final_eval_loss')}", flush=True)
         model_cfg = out / "model" / "config.json"
         rows.append({"init": init, "run": str(out), **{k: summary.get(k) for k in (
             "status", "error", "steps", "tokens", "wall_seconds", "final_train_loss", "final_eval_loss")},
-            "dropout_rate": records.read_json(model_cfg).get("dropout_rate") if model_cfg.exists() else None})
+            "dropout_rate": records.read_json(model_cfg).get("dropout_rate") if model_cfg.exists() else None,
+            **records.provenance(out)})
     table = pd.DataFrame(rows)
     table.to_parquet(root / "runs.parquet", index=False)
     return table
@@ -168,7 +207,7 @@ def curves(runs: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- evaluation
 
 def evaluate_runs(params: QAParams, root: Path, data: Path, base: dict[str, Any], runs: pd.DataFrame,
-                  redo: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  redo: bool = False, keep_stale: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Scores (tidy: init x lang x normalisation) and predictions of every completed run."""
     from mt5study.qa import evaluate
 
@@ -178,7 +217,11 @@ def evaluate_runs(params: QAParams, root: Path, data: Path, base: dict[str, Any]
         if r["status"] != "completed":
             print(f"[{params.qa.name}] {r['init']}: {r['status']}, not evaluated", flush=True)
             continue
-        preds, sc = evaluate.evaluate_run(Path(r["run"]), data, params.qa.eval, tok, root / "eval" / r["init"], redo)
+        out = root / "eval" / r["init"]  # also redone when the evaluation code changed
+        again, wanted = _code_check(out, "qa_eval", redo, keep_stale)
+        preds, sc = evaluate.evaluate_run(Path(r["run"]), data, params.qa.eval, tok, out, again)
+        if again or not (out / records.INPUTS_FILE).exists():
+            records.write_json_atomic(out / records.INPUTS_FILE, wanted)
         scores.append(sc.assign(init=r["init"]))
         predictions.append(preds.assign(init=r["init"]))
     results = pd.concat(scores, ignore_index=True) if scores else pd.DataFrame()
@@ -217,13 +260,13 @@ def record(root: Path, params: QAParams, base: dict[str, Any], data: Path, runs:
         "runs": json.loads(runs.to_json(orient="records")), "environment": records.environment()})
 
 
-def run(params: QAParams, out_dir: str | Path | None = None, redo: bool = False) -> dict[str, Any]:
+def run(params: QAParams, out_dir: str | Path | None = None, redo: bool = False, keep_stale: bool = False) -> dict[str, Any]:
     """The whole study (what the notebook does cell by cell); returns its tables."""
     root = study_dir(params, out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    base = base_model(params, root, redo)
-    data = prepare_lib.prepare(params.qa, root, base["tokenizer"], base["vocab_size"], redo)
-    runs = train_runs(params, root, data, base, redo)
-    results, predictions = evaluate_runs(params, root, data, base, runs, redo)
+    base = base_model(params, root, redo, keep_stale)
+    data = prepare_data(params, root, base, redo, keep_stale)
+    runs = train_runs(params, root, data, base, redo, keep_stale)
+    results, predictions = evaluate_runs(params, root, data, base, runs, redo, keep_stale)
     record(root, params, base, data, runs)
     return {"root": root, "base": base, "data": data, "runs": runs, "results": results, "predictions": predictions}

@@ -11,6 +11,10 @@ from mt5study import records
 from mt5study.paths import OUTPUTS
 
 
+class MixedInputsError(ValueError):
+    """The runs a report would compare were computed from different data or code."""
+
+
 def _results(study_dir: str | Path) -> pd.DataFrame:
     path = Path(study_dir) / "grid" / "results.parquet"
     if not path.exists():
@@ -18,9 +22,36 @@ def _results(study_dir: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def findings(precision_dir: str | Path, batch_lr_dir: str | Path) -> dict[str, Any]:
-    """Best precision, best batch and learning rate, and what each study recorded."""
+def provenance(tables: dict[str, pd.DataFrame], allow_mixed: bool = False) -> dict[str, Any]:
+    """What the studies' rows were computed from: each distinct data sha, code fingerprint and
+    machine with the studies and row counts using it, and the rows kept stale on purpose.
+
+    Raises MixedInputsError naming the difference when the rows do not share one data sha and
+    one code fingerprint (a table from before runs named their inputs counts as '?'), unless
+    allow_mixed."""
+    out: dict[str, Any] = {"data": {}, "code": {}, "machine": {}, "stale": []}
+    for name, t in tables.items():
+        t = t[t.status.isin(["completed", "diverged"])] if "status" in t else t  # the rows whose numbers are compared
+        for key in ("data", "code", "machine"):
+            values = t[key].fillna("?") if key in t else pd.Series(["?"] * len(t))
+            for v, n in values.value_counts().sort_index().items():
+                out[key].setdefault(str(v), []).append(f"{name} ({n})")
+        if "stale" in t:
+            out["stale"] += [f"{name}/{r.trial}: {r.stale}" for r in t.itertuples() if r.stale]
+    for key in ("data", "code"):
+        if len(out[key]) > 1 and not allow_mixed:
+            seen = "; ".join(f"{v}: {', '.join(where)}" for v, where in out[key].items())
+            raise MixedInputsError(f"the runs to compare were computed from different {key} ({seen}); rerun the "
+                                   f"studies on the same {key}, or pass allow_mixed=True to compare them anyway")
+    return out
+
+
+def findings(precision_dir: str | Path, batch_lr_dir: str | Path, allow_mixed: bool = False) -> dict[str, Any]:
+    """Best precision, best batch and learning rate, and what each study recorded; refuses
+    (MixedInputsError) studies whose runs used different data or code unless allow_mixed."""
     prec = _results(precision_dir)
+    bl = _results(batch_lr_dir)
+    origin = provenance({Path(precision_dir).name: prec, Path(batch_lr_dir).name: bl}, allow_mixed)
     ok = prec[prec.status == "completed"]
     per_precision = (ok.groupby("precision")
                        .agg(final_eval_loss=("final_eval_loss", "mean"),
@@ -29,13 +60,13 @@ def findings(precision_dir: str | Path, batch_lr_dir: str | Path) -> dict[str, A
                        .reset_index())
     fastest = per_precision.sort_values("tokens_per_second", ascending=False).iloc[0]
     not_run = prec[prec.status != "completed"][["precision", "zero_stage", "status", "reason"]]
-    bl = _results(batch_lr_dir)
     done = bl[bl.status == "completed"]
     best = done.loc[done.final_eval_loss.idxmin()]
     env_path = next(iter(sorted(Path(precision_dir).glob("grid/trials/*/env.json"))), None)
     env = records.read_json(env_path) if env_path else {}
     return {
         "hardware": env.get("hardware", {}),
+        "provenance": origin,
         "per_precision": per_precision.round(4).to_dict(orient="records"),
         "fastest_precision": str(fastest.precision),
         "not_completed": not_run.to_dict(orient="records"),
@@ -57,7 +88,13 @@ def qa_findings(qa_dir: str | Path) -> dict[str, Any] | None:
 
 
 def describe(f: dict[str, Any]) -> str:
-    lines = [f"Hardware: {f['hardware'].get('cpu')} ({f['hardware'].get('cpu_count')} cores), GPUs: {f['hardware'].get('gpus') or 'none'}"]
+    """The findings as text, led by a banner when any row was kept stale on purpose."""
+    origin = f.get("provenance") or {}
+    lines = [f"!!! STALE RESULTS KEPT ON PURPOSE (keep_stale): {s}" for s in origin.get("stale", [])]
+    for key in ("data", "code", "machine"):
+        if origin.get(key):
+            lines.append(f"Computed from {key}: " + "; ".join(f"{v} [{', '.join(w)}]" for v, w in origin[key].items()))
+    lines += [f"Hardware: {f['hardware'].get('cpu')} ({f['hardware'].get('cpu_count')} cores), GPUs: {f['hardware'].get('gpus') or 'none'}"]
     for r in f["per_precision"]:
         lines.append(f"  {r['precision']}: eval loss {r['final_eval_loss']:.4f}, {r['tokens_per_second']:.0f} tokens/s")
     for r in f["not_completed"]:

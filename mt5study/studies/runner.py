@@ -8,8 +8,12 @@
       search/trials/<trial>/    the pruned search's run folders, trained rung by rung
       lr_range/                 the LR range test's run folder
 
-Re-running reuses every trial whose folder holds a finished result (completed, diverged or
-unsupported) unless `redo`; a preempted trial resumes from its checkpoint; a failed one reruns.
+Re-running reuses a trial whose folder holds a finished result (completed, diverged or
+unsupported) only when its config.json, and its inputs.json (data, checkpoint and code by
+content, see records.run_inputs), equal what would run now; otherwise it is trained again and
+the console says why ("data changed: manifest sha ... -> ...", "code changed: loss.py ...").
+`keep_stale` keeps such a run on purpose: its reuse.json and its row in the tables say so.
+A preempted trial resumes from its checkpoint (when nothing changed); a failed one reruns.
 """
 
 from __future__ import annotations
@@ -36,26 +40,52 @@ def study_dir(params: StudyParams, out_dir: str | Path | None = None) -> Path:
 
 
 def run_trial(out: Path, base_path: Path, overrides: dict[str, Any], redo: bool = False,
-              extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Train one trial into `out` (or reuse it); a crash is recorded as status failed."""
+              extra_args: tuple[str, ...] = (), keep_stale: bool = False) -> dict[str, Any]:
+    """Train one trial into `out`, or reuse it when its params, data, checkpoint and code all match
+    what would run now (the console says which, and why not); a crash is recorded as failed.
+
+    keep_stale: reuse a finished run even when they do not match; reuse.json then says so and
+    every table that shows it carries the mark. Inputs that cannot be hashed (data or checkpoint
+    gone) are a reason to rerun, never a match: the launch then fails naming them.
+    """
     summary_path = out / "summary.json"
     prior = records.read_json(summary_path) if summary_path.exists() else None
-    if prior and (out / "config.json").exists():
-        wanted = config.to_dict(config.load(base_path, overrides or None))
-        if records.read_json(out / "config.json") != wanted:
-            redo = True  # the folder holds a run of other params (the study changed): retrain
-    if prior and prior.get("status") in FINISHED and not redo and not extra_args:
-        return prior
+    params = config.load(base_path, overrides or None)
+    resumable = (out / "checkpoints").exists()
+    try:
+        wanted = records.run_inputs(params, out)
+    except records.InputsError as e:  # the launch will fail on it too, and record why
+        wanted, reasons = None, [f"inputs cannot be named: {e}"]
+    else:
+        reasons = records.stale_reasons(out, config.to_dict(params), wanted) if prior or resumable else []
+    finished = bool(prior) and prior.get("status") in FINISHED
+    if finished and not redo and not extra_args:
+        if not reasons:
+            print(f"[reuse] {out}: params, data, checkpoint and code match", flush=True)
+            records.record_decision(out, "reused", [])
+            return prior
+        if keep_stale:
+            print(f"[reuse] {out}: KEPT STALE on request: {'; '.join(reasons)}", flush=True)
+            records.record_decision(out, "kept stale", reasons)
+            return prior
+    if reasons:
+        print(f"[rerun] {out}: {'; '.join(reasons)}", flush=True)
+        redo = True  # never resume or reuse a run of other params, data or code
     args = list(extra_args)
     if redo:
         args.append("--overwrite")
-    elif prior and prior.get("status") == "preempted" or (out / "checkpoints").exists():
+    elif prior and prior.get("status") == "preempted" or resumable:
         args.append("--resume")
+    (out / records.INPUTS_FILE).unlink(missing_ok=True)  # describes the old run, not this one
     result = launch.run(base_path, out, overrides=overrides, extra_args=args, check=False)
     if result.get("status") == "failed" and not summary_path.exists():
         log = Path(result["log"]).read_text(encoding="utf-8", errors="replace")
         result["error"] = _last_error(log)
         records.write_json_atomic(summary_path, result)
+    if wanted is not None and not (out / records.INPUTS_FILE).exists():  # a trainer that does not record them
+        records.write_json_atomic(out / records.INPUTS_FILE, wanted)
+    why = reasons or (["redo requested"] if redo else [f"previous attempt {prior.get('status')}"] if prior else ["no run yet"])
+    records.record_decision(out, "trained", why)
     return records.read_json(summary_path)
 
 
@@ -64,13 +94,14 @@ def _last_error(log: str) -> str:
     return lines[-1].strip()[:500] if lines else "launch failed (see launch.log)"
 
 
-def run_grid(params: StudyParams, source: str, out_dir: str | Path | None = None, redo: bool = False) -> pd.DataFrame:
+def run_grid(params: StudyParams, source: str, out_dir: str | Path | None = None, redo: bool = False,
+             keep_stale: bool = False) -> pd.DataFrame:
     """Train every grid point (validated first), then rebuild and return the results table."""
     base_path, trials = validate_trials(params, source)
     root = study_dir(params, out_dir) / "grid"
     for i, (name, ov) in enumerate(trials, 1):
         print(f"[{params.study.name}] trial {i}/{len(trials)} {name}", flush=True)
-        s = run_trial(root / "trials" / name, base_path, ov, redo=redo)
+        s = run_trial(root / "trials" / name, base_path, ov, redo=redo, keep_stale=keep_stale)
         print(f"[{params.study.name}]   {s.get('status')} eval_loss={s.get('final_eval_loss')}", flush=True)
     return results_table(root, list(params.study.axes), names=[name for name, _ in trials])
 
@@ -99,6 +130,7 @@ def results_table(root: Path, axes: list[str], names: list[str] | None = None) -
                        lr=cfg["optim"]["lr"], precision=run["precision"], zero_stage=run["zero_stage"])
         for col in SUMMARY_COLUMNS:
             row[col] = summary.get(col)
+        row.update(records.provenance(trial))  # data, code, checkpoint, machine, stale
         rows.append(row)
         for m in records.read_metrics(trial / "metrics.jsonl"):
             curves.append({"trial": trial.name, **{k: m.get(k) for k in
@@ -155,7 +187,10 @@ def run_search(params: StudyParams, source: str, out_dir: str | Path | None = No
     points = rung_examples(budget_examples, cfg.reduction_factor, cfg.rungs)
     # One Optuna study per search setting: a changed grid, budget or pruner starts afresh in the
     # same journal instead of clashing with the old one.
-    setting = json.dumps([config.to_dict(params)["study"], config.to_dict(base)], sort_keys=True)
+    # Data and code count too: a search over other data or code must not resume old trials' values.
+    inputs = records.run_inputs(base)
+    setting = json.dumps([config.to_dict(params)["study"], config.to_dict(base),
+                          inputs["data"]["sha256"], inputs["code"]["sha256"]], sort_keys=True)
     opt = search.make_study(
         f"{study.name}-{hashlib.sha256(setting.encode()).hexdigest()[:10]}", root / "journal.log",
         {k: list(v) for k, v in study.axes.items()}, sampler=cfg.sampler, pruner=cfg.pruner, seed=base.run.seed,
