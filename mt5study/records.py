@@ -394,6 +394,21 @@ def record_decision(out: str | Path, action: str, reasons: list[str]) -> dict[st
     return entry
 
 
+def reuse_or_redo(out: str | Path, reasons: list[str], keep_stale: bool, match: str) -> bool:
+    """True to reuse the finished folder `out`: nothing changed (`match` says what was compared),
+    or it is kept stale on request; False to redo it. Prints and records (reuse.json) which, and why."""
+    if not reasons:
+        print(f"[reuse] {out}: {match}", flush=True)
+        record_decision(out, "reused", [])
+        return True
+    if keep_stale:
+        print(f"[reuse] {out}: KEPT STALE on request: {'; '.join(reasons)}", flush=True)
+        record_decision(out, "kept stale", reasons)
+        return True
+    print(f"[rerun] {out}: {'; '.join(reasons)}", flush=True)
+    return False
+
+
 def stale_mark(out: str | Path) -> str | None:
     """The reasons a folder was kept although stale (keep_stale), or None when it is current."""
     try:

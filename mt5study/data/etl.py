@@ -77,15 +77,8 @@ def run_or_reuse(params: ETLParams, out: str | Path, overwrite: bool = False, ke
     if is_complete(out) and not overwrite:
         manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
         reasons = stale_reasons(manifest, params)
-        if not reasons:
-            print(f"[reuse] {out}: ETL params, source and code match", flush=True)
-            records.record_decision(out, "reused", [])
+        if records.reuse_or_redo(out, reasons, keep_stale, "ETL params, source and code match"):
             return manifest
-        if keep_stale:
-            print(f"[reuse] {out}: KEPT STALE on request: {'; '.join(reasons)}", flush=True)
-            records.record_decision(out, "kept stale", reasons)
-            return manifest
-        print(f"[rerun] {out}: {'; '.join(reasons)}", flush=True)
         overwrite = True
     else:
         reasons = ["overwrite requested"] if is_complete(out) else ["no completed output"]

@@ -114,14 +114,7 @@ def _code_check(folder: Path, kind: str, redo: bool, keep_stale: bool) -> tuple[
     except (OSError, ValueError):
         old = None
     reasons = records.inputs_changes(old, wanted)
-    if not reasons:
-        return False, wanted
-    if keep_stale:
-        print(f"[reuse] {folder}: KEPT STALE on request: {'; '.join(reasons)}", flush=True)
-        records.record_decision(folder, "kept stale", reasons)
-        return False, wanted
-    print(f"[rerun] {folder}: {'; '.join(reasons)}", flush=True)
-    return True, wanted
+    return not records.reuse_or_redo(folder, reasons, keep_stale, f"{kind} code matches"), wanted
 
 
 def prepare_data(params: QAParams, root: Path, base: dict[str, Any], redo: bool = False,

@@ -60,17 +60,11 @@ def run_trial(out: Path, base_path: Path, overrides: dict[str, Any], redo: bool 
         reasons = records.stale_reasons(out, config.to_dict(params), wanted) if prior or resumable else []
     finished = bool(prior) and prior.get("status") in FINISHED
     if finished and not redo and not extra_args:
-        if not reasons:
-            print(f"[reuse] {out}: params, data, checkpoint and code match", flush=True)
-            records.record_decision(out, "reused", [])
+        if records.reuse_or_redo(out, reasons, keep_stale, "params, data, checkpoint and code match"):
             return prior
-        if keep_stale:
-            print(f"[reuse] {out}: KEPT STALE on request: {'; '.join(reasons)}", flush=True)
-            records.record_decision(out, "kept stale", reasons)
-            return prior
-    if reasons:
+    elif reasons:
         print(f"[rerun] {out}: {'; '.join(reasons)}", flush=True)
-        redo = True  # never resume or reuse a run of other params, data or code
+    redo = redo or bool(reasons)  # never resume or reuse a run of other params, data or code
     args = list(extra_args)
     if redo:
         args.append("--overwrite")
