@@ -87,6 +87,9 @@ class RunConfig(Section):
     zero_stage: int = Field(default=0, ge=0, le=3)
     offload_optimizer: bool = False  # ZeRO-Offload of optimizer states to CPU memory
     offload_params: bool = False  # ZeRO-3 only: parameters in CPU memory
+    zero3_init: bool = True
+    """ZeRO-3: partition parameters as they are created (DeepSpeed zero.Init); False builds the
+    whole model on every rank first (the old path, kept to measure it: scripts/bench_memory.py)."""
     fp16_initial_scale_power: int = Field(default=16, ge=0, le=32)  # initial loss scale 2**k
     log_every: int = Field(default=1, gt=0)  # steps between metric lines
     eval_every: int = Field(default=0, ge=0)  # steps between held-out evaluations; 0 = end only
