@@ -268,7 +268,7 @@ def data_inputs(data: Any) -> dict[str, Any]:
         splits = {s: manifest["content_sha256"].get(s) for s in ("train", "validation")}
         if None in splits.values():
             raise InputsError(f"data.path={root}: manifest.json lacks content_sha256 of {splits}")
-        out.update(kind="etl", sha256=_digest(splits), splits=splits)
+        out.update(kind="etl", sha256=etl_data_sha(manifest), splits=splits)
     else:  # e.g. the QA study's prepared folder: hash the dataset's Arrow files
         files = sorted((root / "dataset").rglob("*.arrow"))
         if not files:
@@ -280,6 +280,12 @@ def data_inputs(data: Any) -> dict[str, Any]:
 
         out["tokenizer_sha256"] = tokenizer_hash(tok)
     return out
+
+
+def etl_data_sha(manifest: dict[str, Any]) -> str:
+    """An ETL output's data sha: over its manifest's content hashes of the train and validation
+    splits (token ids, labels, languages in order), what runs on it record as data.sha256."""
+    return _digest({s: (manifest.get("content_sha256") or {}).get(s) for s in ("train", "validation")})
 
 
 def checkpoint_inputs(source: str) -> dict[str, Any]:

@@ -112,6 +112,17 @@ def stale_reasons(manifest: dict[str, Any], params: ETLParams) -> list[str]:
     return reasons + records.inputs_changes(old_code, {"format": records.INPUTS_FORMAT, "code": now["code"]})
 
 
+def provenance_note(manifest: dict[str, Any], out: str | Path) -> str:
+    """One line of what the output is and was made with: its data sha (what training runs on it
+    record), tokenizer sha, ETL code fingerprint and machine; led by a banner when kept stale."""
+    code = (manifest.get("inputs") or {}).get("code") or {}
+    line = (f"data {records.short(records.etl_data_sha(manifest))} | tokenizer "
+            f"{records.short((manifest.get('tokenizer') or {}).get('sha256'))} | ETL code {records.short(code.get('sha256'))}"
+            f" | machine {records.machine(manifest.get('environment') or {})}")
+    stale = records.stale_mark(out)
+    return (f"!!! STALE ETL OUTPUT KEPT ON PURPOSE (keep_stale): {stale}\n" if stale else "") + line
+
+
 def build(params: ETLParams, folder: Path) -> dict[str, Any]:
     """All ETL stages into `folder` (run() gives it a temporary folder and renames it)."""
     from mt5study.config import to_dict

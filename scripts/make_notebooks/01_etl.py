@@ -12,7 +12,9 @@ minimum length, repeated boilerplate lines, exact duplicates, a language-identif
 samples languages with mT5's temperature α (p ∝ n^α), trains the SentencePiece tokenizer on a
 balanced sample, packs documents and applies T5's span corruption. Everything below is read
 back from the output folder, whose `manifest.json` (written last) records sources, versions,
-per-filter counts, probabilities and hashes.
+per-filter counts, probabilities and hashes. A completed output is reused only when its params,
+source listing and ETL code match; its data sha (printed below) is what every training run on
+it records, so a changed output retrains exactly the runs that read it.
 """),
     code("""
 import matplotlib.pyplot as plt
@@ -26,11 +28,13 @@ params_path = "params/cpu/etl_smoke.yaml"  # relative to the repository root, or
 out_dir = "outputs/etl_smoke"              # the ETL output folder, relative to the repository root
 overrides = {}                             # dotted overrides, e.g. {"etl.source.fraction": 0.1}
 overwrite = False                          # rebuild a completed output made from these params
+keep_stale = False                         # keep an output whose params, source or ETL code changed (marked)
 """, "parameters"),
     code("""
 params_path, out_dir = str(paths.find(params_path)), str(paths.find(out_dir))
 params = config.load(params_path, overrides)
-manifest = etl.run_or_reuse(params, out_dir, overwrite=overwrite)
+manifest = etl.run_or_reuse(params, out_dir, overwrite=overwrite, keep_stale=keep_stale)
+print(etl.provenance_note(manifest, out_dir))
 """),
     code("""
 print({k: manifest[k] for k in ("languages", "vocab_size", "inputs_length", "targets_length", "alpha", "seed")})

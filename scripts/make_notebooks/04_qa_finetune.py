@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from mt5study import config, paths
+from mt5study import config, paths, records
 from mt5study.qa import figures, finetune, prepare
 """),
     code("""
@@ -39,6 +39,7 @@ params_path = "params/cpu/qa_smoke.yaml"  # relative to the repository root, or 
 out_dir = None      # the study folder; by default outputs/QA_NAME
 overrides = {}      # dotted overrides of the QA file, e.g. {"qa.eval.batch_size": 8}
 redo = False        # rebuild the data and retrain runs that already finished
+keep_stale = False  # keep results whose params, data, checkpoint or code changed (marked STALE)
 """, "parameters"),
     code("""
 params_path = str(paths.find(params_path))
@@ -57,7 +58,7 @@ params) the study first builds its own: the ETL smoke output and a few steps of 
 pretraining of the tiny model, in `pretrain/` of the study folder.
 """),
     code("""
-base = finetune.base_model(params, root, redo=redo)
+base = finetune.base_model(params, root, redo=redo, keep_stale=keep_stale)
 print("vocabulary", base["vocab_size"], "| checkpoint", Path(base["checkpoint"]).name)
 """),
     md("""
@@ -69,7 +70,7 @@ needed more than one window, `training_windows` hold the whole answer and a labe
 `answer_longer_than_target`, and `dropped_by_checks` (empty answers, answers not at their
 `answer_start`, malformed records; see `manifest.json`).
 """),
-    code("data = prepare.prepare(params.qa, root, base[\"tokenizer\"], base[\"vocab_size\"], redo=redo)"),
+    code("data = finetune.prepare_data(params, root, base, redo=redo, keep_stale=keep_stale)"),
     code("print(prepare.sizes(data).to_string())", "nbval-check-output"),
     md("""
 For the man-page set, how it was built per language: pages listed and read (in a seeded order
@@ -79,8 +80,8 @@ whole or cut to their first sentence, skipped as too long or too short, options 
     code("display(prepare.build_report(data))"),
     md("## 3. Fine-tuning: pretrained start and random initialisation, same params and budget"),
     code("""
-runs = finetune.train_runs(params, root, data, base, redo=redo)
-display(runs.drop(columns=["run"]))
+runs = finetune.train_runs(params, root, data, base, redo=redo, keep_stale=keep_stale)
+display(runs.drop(columns=["run"]))  # data, code, checkpoint: what each run was computed from
 """),
     code("fig = figures.loss_curves(finetune.curves(runs))"),
     md("""
@@ -91,7 +92,10 @@ punctuation, articles of en/es/de/vi/ar, one token per CJK character for zh; ja 
 character tokens too, an extension marked `mlqa-extension` in `results.parquet`); `squad`: SQuAD
 v1.1's English rules for every language. `all` is the mean over languages.
 """),
-    code("results, predictions = finetune.evaluate_runs(params, root, data, base, runs, redo=redo)"),
+    code("""
+results, predictions = finetune.evaluate_runs(params, root, data, base, runs, redo=redo, keep_stale=keep_stale)
+print(records.provenance_note(root))
+"""),
     code("""
 for norm in ("language-aware", "squad"):
     print(norm)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from mt5study import config, paths
+from mt5study import config, paths, records
 from mt5study.studies import figures, runner
 """
 
@@ -32,6 +32,7 @@ params_path = "params/cpu/precision_smoke.yaml"  # relative to the repository ro
 out_dir = None      # the study folder; by default outputs/STUDY_NAME
 overrides = {}      # dotted overrides of the study file, e.g. {"study.budget_tokens": 6400}
 redo = False        # retrain trials that already finished
+keep_stale = False  # keep finished trials whose params, data or code changed (marked STALE below)
 """, "parameters"),
     code("""
 params_path = str(paths.find(params_path))
@@ -39,8 +40,13 @@ params = config.load(params_path, overrides)
 root = runner.study_dir(params, out_dir)
 print(params.study.name, "->", dict(params.study.axes), "budget", params.study.budget_tokens, "tokens per trial")
 """),
-    md("Run every trial (finished ones are reused) and rebuild the results table from the run folders."),
-    code("results = runner.run_grid(params, params_path, out_dir, redo=redo)"),
+    md("Run every trial and rebuild the results table from the run folders. A finished trial is reused only when its params, data, checkpoint and code all match what would run now; otherwise it is retrained and the line above its result says why."),
+    code("results = runner.run_grid(params, params_path, out_dir, redo=redo, keep_stale=keep_stale)"),
+    md("What these numbers were computed from: the data's content sha, the trainer's code fingerprint and the machine, per trial (a banner leads if any trial was kept stale on purpose)."),
+    code('''
+print(records.provenance_note(root / "grid" / "trials"))
+display(results[["trial", "data", "code", "machine", "stale"]])
+'''),
     md("The outcome of each trial: stable at the default params (checked by nbval)."),
     code("""
 table = figures.precision_table(results)
@@ -81,6 +87,7 @@ params_path = "params/cpu/batch_lr_smoke.yaml"  # relative to the repository roo
 out_dir = None      # the study folder; by default outputs/STUDY_NAME
 overrides = {}      # dotted overrides of the study file
 redo = False        # retrain grid trials that already finished
+keep_stale = False  # keep finished trials whose params, data or code changed (marked STALE below)
 """, "parameters"),
     code("""
 params_path = str(paths.find(params_path))
@@ -96,11 +103,16 @@ print({k: float(f"{v:.3g}") for k, v in suggestion.items()})
 """),
     code("fig = figures.lr_range_plot(curve, suggestion)"),
     md("## 2. The exhaustive grid"),
+    code("grid = runner.run_grid(params, params_path, out_dir, redo=redo, keep_stale=keep_stale)"),
     code("""
-grid = runner.run_grid(params, params_path, out_dir, redo=redo)
 cols = ["trial", "global_batch", "lr", "status", "steps", "final_eval_loss"]
 print(grid[cols].round({"final_eval_loss": 4}).to_string())
 """, "nbval-check-output"),
+    md("What these numbers were computed from (data sha, code fingerprint, machine), per trial:"),
+    code('''
+print(records.provenance_note(root / "grid" / "trials"))
+display(grid[["trial", "data", "code", "machine", "stale"]])
+'''),
     code("""
 display(grid[["trial", "wall_seconds", "tokens_per_second", "peak_memory_bytes"]])
 fig = figures.loss_vs_lr(grid)
@@ -139,7 +151,9 @@ write("05_report.ipynb", [
 
 Reads only the results tables of the other notebooks' studies (no training here): the best
 precision, the best batch and learning rate, the memory table for mT5-XXL, and the
-recommendations that follow.
+recommendations that follow. It refuses to compare studies whose runs were computed from
+different data or code (naming the difference) unless `allow_mixed`, and its first lines say
+what the numbers were computed from.
 """),
     code(IMPORTS + "from mt5study import memory\nfrom mt5study.studies import report"),
     code("""
@@ -148,10 +162,11 @@ batch_lr_dir = "outputs/batch_lr_smoke"     # notebook 03's study folder
 qa_dir = "outputs/qa_smoke"                 # notebook 04's study folder (skipped when absent)
 out_dir = None                              # where report.json goes; by default outputs/report
 gpu_gib = [40, 80]                                       # GPU memory sizes for the fits table
+allow_mixed = False                         # compare studies run on different data or code (refused otherwise)
 """, "parameters"),
     code("""
 precision_dir, batch_lr_dir = paths.find(precision_dir), paths.find(batch_lr_dir)
-findings = report.findings(precision_dir, batch_lr_dir)
+findings = report.findings(precision_dir, batch_lr_dir, allow_mixed=allow_mixed)
 findings["qa"] = report.qa_findings(paths.find(qa_dir))
 print(report.describe(findings))
 """),
