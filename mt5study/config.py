@@ -39,6 +39,13 @@ class ModelConfig(Section):
     """mT5 pretrains without dropout; fine-tuning uses 0.1."""
     activation_checkpointing: bool = False
     """Recompute activations in backward: less memory, ~1/3 more compute."""
+    init: Literal["t5x", "hf"] = "t5x"
+    """Random initialisation (unused with a checkpoint): "t5x" draws the untied output layer with
+    std d_model**-0.5, so the loss starts near ln(vocab); "hf" is transformers' (std 1.0 head,
+    loss at init 3-10x ln(vocab)), kept for comparison. See mt5study.model.init_passes."""
+    z_loss: float = Field(default=0.0, ge=0.0)
+    """Coefficient of the z-loss, z_loss * mean(logsumexp(logits)**2) over target tokens, added to
+    the cross-entropy (mt5study.loss); T5X's default is 1e-4; 0 = off."""
 
 
 class SyntheticData(Section):
