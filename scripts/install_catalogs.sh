@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Install the packages whose gettext catalogs (/usr/share/locale/<lang>/LC_MESSAGES/*.mo) the
+# translation study reads as parallel text (mt5study.translation.catalogs): GTK 3 and 2, GLib,
+# gdk-pixbuf, AT-SPI, shared-mime-info, xdg-user-dirs, GSettings schemas, the ISO code lists,
+# and the GNU tools. On Debian the translations ship inside each package (no language packs).
+#
+# Run as root on Debian or Ubuntu:   sudo bash scripts/install_catalogs.sh
+# Options (environment):
+#   CATALOG_PACKAGES="libgtk-3-common iso-codes"   only these packages (default: the list below)
+#
+# Docker images of Debian/Ubuntu may carry dpkg rules `path-exclude /usr/share/locale/*`: dpkg
+# then drops every catalog silently. This script disables such rules (keeping a backup) and
+# reinstalls packages whose catalogs were dropped by them earlier.
+set -euo pipefail
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install_catalogs.sh: must run as root (apt-get install)" >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null; then
+  echo "install_catalogs.sh: apt-get not found: Debian or Ubuntu only" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+# 1. Let dpkg install files under /usr/share/locale again (comment out, keep a backup).
+for cfg in /etc/dpkg/dpkg.cfg.d/*; do
+  [[ -f $cfg ]] || continue
+  if grep -Eq '^[[:space:]]*path-exclude[[:space:]=]+/usr/share/locale' "$cfg"; then
+    cp -p "$cfg" "$cfg.mt5study-catalogs.bak"
+    sed -i -E 's|^([[:space:]]*path-exclude[[:space:]=]+/usr/share/locale.*)$|# disabled by mt5study install_catalogs.sh: \1|' "$cfg"
+    echo "install_catalogs.sh: disabled locale exclusions in $cfg (backup $cfg.mt5study-catalogs.bak)"
+  fi
+done
+
+apt-get update -qq
+
+# 2. The packages (names differ between releases: those apt does not know are skipped).
+default=(libgtk-3-common libgtk2.0-common libglib2.0-data libgdk-pixbuf2.0-common at-spi2-common
+         shared-mime-info xdg-user-dirs gsettings-desktop-schemas iso-codes coreutils grep sed tar
+         findutils diffutils gettext apt dpkg libpam-runtime wget gpg)
+read -r -a candidates <<< "${CATALOG_PACKAGES:-${default[*]}}"
+pkgs=()
+for p in "${candidates[@]}"; do
+  if apt-cache show "$p" >/dev/null 2>&1; then
+    pkgs+=("$p")
+  else
+    echo "install_catalogs.sh: no package $p here, skipped" >&2
+  fi
+done
+echo "install_catalogs.sh: installing ${pkgs[*]}"
+apt-get install -y --no-install-recommends "${pkgs[@]}"
+
+# 3. Packages installed while the exclusion was active have no catalogs on disk: reinstall them.
+missing=()
+for p in "${pkgs[@]}"; do
+  first=$(dpkg -L "$p" 2>/dev/null | grep -E '^/usr/share/locale/.+\.mo$' | head -n 1 || true)
+  if [[ -n $first && ! -e $first ]]; then missing+=("$p"); fi
+done
+if (( ${#missing[@]} )); then
+  echo "install_catalogs.sh: reinstalling (catalogs were excluded before): ${missing[*]}"
+  apt-get install -y --reinstall --no-install-recommends "${missing[@]}"
+fi
+
+dpkg-query -W -f='${Package}\t${Version}\n' "${pkgs[@]}"
+echo "install_catalogs.sh: $(find /usr/share/locale -name '*.mo' | wc -l) catalogs under /usr/share/locale"
