@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from mt5study import config, pipeline
+from mt5study import config, pipeline, records
 from mt5study.config import ConfigError
 from mt5study.paths import NOTEBOOKS, OUTPUTS, PARAMS
 
@@ -49,3 +49,57 @@ def test_etl_cli_refuses_to_overwrite_a_completed_output(tmp_path):
                         "--out", str(out)], capture_output=True, text=True)
     assert r.returncode == 1 and "already holds a completed ETL output" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_pipeline_outputs_folder_and_step_folders(tmp_path):
+    assert pipeline._resolved("outputs/etl", tmp_path) == str(tmp_path / "etl")
+    p = config.load(PARAMS / "cpu" / "pipeline_smoke.yaml")
+    steps = {s.name: s for s in p.pipeline.steps}
+    (tmp_path / "precision").mkdir()
+    assert pipeline.step_folders(steps["report"], tmp_path) == [tmp_path / "report", tmp_path / "precision"]
+    assert not p.pipeline.keep_stale and not p.pipeline.allow_mixed
+
+
+def test_decisions_count_what_a_step_trained_and_reused(tmp_path):
+    records.record_decision(tmp_path / "s" / "old", "trained", ["no run yet"])
+    since = "2999-01-01T00:00:00+00:00"  # nothing after this: an earlier run's records do not count
+    assert pipeline.decisions([tmp_path / "s"], since) == {"trained": [], "reused": 0, "kept_stale": []}
+    records.record_decision(tmp_path / "s" / "a", "trained", ["data changed: manifest sha 1 -> 2"])
+    records.record_decision(tmp_path / "s" / "b", "reused", [])
+    records.record_decision(tmp_path / "s" / "c", "kept stale", ["code changed: loss.py"])
+    d = pipeline.decisions([tmp_path / "s", tmp_path / "absent"], "2000-01-01T00:00:00+00:00")
+    assert [t["folder"].rsplit("/", 1)[1] for t in d["trained"]] == ["a", "old"]
+    assert d["reused"] == 1 and d["kept_stale"][0]["reasons"] == ["code changed: loss.py"]
+
+
+@pytest.mark.slow
+def test_an_etl_change_retrains_exactly_the_step_that_reads_it(tmp_path, capsys):
+    """A real ETL output and two real training steps: only the one on the ETL data reruns."""
+    from mt5study.data import etl
+
+    etl_params = PARAMS / "cpu" / "etl_smoke.yaml"
+    small = {"etl.source.languages": ["de", "en", "fr"], "etl.source.max_docs_per_language": 4, "etl.tokenizer.vocab_size": 600,
+             "etl.output.max_train_examples": 64, "etl.output.max_validation_examples": 16}
+    etl.run_or_reuse(config.load(etl_params, small), tmp_path / "etl")
+    doc = {"pipeline": {"steps": [
+        {"name": "on_etl", "kind": "train", "params": "params/cpu/tiny.yaml",
+         "overrides": {"data.path": "outputs/etl", "data.input_length": 64, "data.target_length": 14,
+                       "run.steps": 2, "run.eval_every": 0, "run.checkpoint_every": 0}},
+        {"name": "synthetic", "kind": "train", "params": "params/cpu/tiny.yaml",
+         "overrides": {"run.steps": 2, "run.eval_every": 0, "run.checkpoint_every": 0}}]}}
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    params = config.load(path)
+    first = pipeline.run(params, outputs=tmp_path)
+    assert [len(s["trained"]) for s in first] == [1, 1]
+    again = pipeline.run(params, outputs=tmp_path)
+    assert [(len(s["trained"]), s["reused"]) for s in again] == [(0, 1), (0, 1)]
+
+    capsys.readouterr()
+    changed = config.load(etl_params, {**small, "etl.seed": 1})  # another sample: other data
+    etl.run_or_reuse(changed, tmp_path / "etl")
+    assert "params changed: etl.seed 0 -> 1" in capsys.readouterr().out
+    after = pipeline.run(params, outputs=tmp_path)
+    assert [len(s["trained"]) for s in after] == [1, 0] and after[1]["reused"] == 1
+    assert after[0]["trained"][0]["reasons"][0].startswith("data changed: manifest sha")
+    assert records.read_json(tmp_path / "pipeline.json")["steps"][0]["trained"]

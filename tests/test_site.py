@@ -58,3 +58,28 @@ def test_site_renders_every_page_and_figure(notebooks, tmp_path):
 def test_missing_notebook_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="absent.ipynb"):
         site.build([tmp_path / "absent.ipynb"], tmp_path / "site")
+
+
+def test_index_says_what_each_page_was_computed_from_and_flags_stale_results(tmp_path):
+    from mt5study import config, records
+    from mt5study.paths import PARAMS
+
+    page = tmp_path / "02_study.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# 02 study")]
+    nbformat.write(nb, page)
+    study = tmp_path / "outputs" / "precision"
+    inputs = records.run_inputs(config.load(PARAMS / "cpu" / "tiny.yaml"))
+    for trial in ("a", "b"):
+        records.write_json_atomic(study / "grid" / "trials" / trial / "inputs.json", inputs)
+        records.write_json_atomic(study / "grid" / "trials" / trial / "env.json",
+                                  {"hardware": {"gpus": ["NVIDIA H100"] * 8}})
+    index = site.build([page], tmp_path / "site", sources={page.name: [study]}).read_text()
+    assert f"data <code>{inputs['data']['sha256'][:10]} (synthetic)</code>" in index
+    assert f"code <code>{inputs['code']['sha256'][:10]}</code>" in index and "8x NVIDIA H100" in index
+    assert "STALE" not in index
+    records.record_decision(study / "grid" / "trials" / "b", "kept stale", ["code changed: loss.py"])
+    index = site.build([page], tmp_path / "site", sources={page.name: [study]}).read_text()
+    assert "Stale results shown on purpose" in index and "STALE: 1 result folder(s)" in index
+    assert records.read_json(tmp_path / "site" / "site.json")["pages"][0]["origin"]["stale"] == [
+        "precision/grid/trials/b: code changed: loss.py"]

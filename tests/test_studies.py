@@ -105,3 +105,40 @@ def test_study_reuses_trials_records_failures_and_rebuilds_the_same_table(tmp_pa
     assert summary.stat().st_mtime_ns != stamp
     assert list(changed.trial) == ["checkpoint=None"]
     assert records.read_json(out / "grid" / "trials" / "checkpoint=None" / "config.json")["run"]["eval_every"] == 1
+
+
+def _results(folder, rows):
+    (folder / "grid").mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(folder / "grid" / "results.parquet", index=False)
+    return folder
+
+
+def _row(trial, data="aaaa", code="cccc", stale="", **kw):
+    return {"trial": trial, "status": "completed", "precision": "fp32", "zero_stage": 0, "reason": None,
+            "final_eval_loss": 1.0, "tokens_per_second": 10.0, "peak_memory_bytes": 1, "global_batch": 8,
+            "lr": 1e-3, "data": data, "code": code, "machine": "CPU x2", "stale": stale, **kw}
+
+
+def test_report_refuses_to_compare_runs_of_different_data_or_code_unless_told(tmp_path):
+    from mt5study.studies import report
+
+    prec = _results(tmp_path / "precision", [_row("a"), _row("b")])
+    bl = _results(tmp_path / "batch_lr", [_row("x", code="dddd"), _row("y", code="dddd", status="failed", data="?")])
+    with pytest.raises(report.MixedInputsError) as e:
+        report.findings(prec, bl)
+    msg = str(e.value)
+    assert "different code" in msg and "cccc: precision (2)" in msg and "dddd: batch_lr (1)" in msg
+    assert "allow_mixed=True" in msg  # the failed row's unknown data is not compared
+    f = report.findings(prec, bl, allow_mixed=True)
+    assert set(f["provenance"]["code"]) == {"cccc", "dddd"}
+    assert "Computed from code: cccc [precision (2)]; dddd [batch_lr (1)]" in report.describe(f)
+
+    bl2 = _results(tmp_path / "bl2", [_row("x", data="bbbb", stale="code changed: loss.py")])
+    with pytest.raises(report.MixedInputsError, match=r"different data \(aaaa: precision \(2\); bbbb: bl2 \(1\)\)"):
+        report.findings(prec, bl2)
+    same = _results(tmp_path / "bl3", [_row("x", stale="code changed: loss.py")])
+    text = report.describe(report.findings(prec, same))
+    assert text.startswith("!!! STALE RESULTS KEPT ON PURPOSE (keep_stale): bl3/x: code changed: loss.py")
+    old = _results(tmp_path / "old", [{k: v for k, v in _row("x").items() if k not in ("data", "code", "machine", "stale")}])
+    with pytest.raises(report.MixedInputsError, match=r"\?: old \(1\)"):  # a table from before provenance
+        report.findings(prec, old)
