@@ -153,10 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mt5study {args.command}: {e}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception as e:  # named input errors: a report's refusal, inputs that cannot be hashed
+        from mt5study.pipeline import StepFailed
         from mt5study.records import InputsError
         from mt5study.studies.report import MixedInputsError
 
-        if isinstance(e, (InputsError, MixedInputsError)):
+        if isinstance(e, (InputsError, MixedInputsError, StepFailed)):
             print(f"mt5study {args.command}: {e}", file=sys.stderr)
             return EXIT_FAILED
         raise

@@ -26,6 +26,10 @@ from mt5study.paths import NOTEBOOKS, OUTPUTS, ROOT
 KERNEL = "mt5study"  # registered by scripts/setup.sh (ipykernel install --sys-prefix)
 
 
+class StepFailed(RuntimeError):
+    """A notebook step raised: names the step, the error and the executed notebook."""
+
+
 class Step(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     """Step name; also the output folder outputs/<name>."""
@@ -111,11 +115,14 @@ def run_step(step: Step, kernel: str = KERNEL, outputs: Path = OUTPUTS, keep_sta
                    "out_dir": str(out_dir), "keep_stale": keep_stale, "allow_mixed": allow_mixed,
                    **{k: _resolved(v, outputs) for k, v in step.parameters.items()}}
         declared = papermill.inspect_notebook(str(NOTEBOOKS / step.notebook))  # pass only what it takes
-        papermill.execute_notebook(
-            str(NOTEBOOKS / step.notebook), str(executed),
-            parameters={k: v for k, v in offered.items() if k in declared or k in step.parameters},
-            kernel_name=kernel, cwd=str(NOTEBOOKS), progress_bar=False,
-        )
+        try:
+            papermill.execute_notebook(
+                str(NOTEBOOKS / step.notebook), str(executed),
+                parameters={k: v for k, v in offered.items() if k in declared or k in step.parameters},
+                kernel_name=kernel, cwd=str(NOTEBOOKS), progress_bar=False,
+            )
+        except papermill.PapermillExecutionError as e:  # e.g. the report's refusal to mix data or code
+            raise StepFailed(f"step {step.name}: {e.ename}: {e.evalue} (see {executed})") from None
         result = {"status": "completed", "notebook": str(executed)}
     return {"step": step.name, **result, "seconds": time.perf_counter() - t0,
             **decisions(step_folders(step, outputs), since=started)}

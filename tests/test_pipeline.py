@@ -103,3 +103,15 @@ def test_an_etl_change_retrains_exactly_the_step_that_reads_it(tmp_path, capsys)
     assert [len(s["trained"]) for s in after] == [1, 0] and after[1]["reused"] == 1
     assert after[0]["trained"][0]["reasons"][0].startswith("data changed: manifest sha")
     assert records.read_json(tmp_path / "pipeline.json")["steps"][0]["trained"]
+
+
+def test_study_cli_takes_keep_stale_and_an_outputs_folder(tmp_path):
+    from mt5study import cli
+
+    a = cli.build_parser().parse_args(["study", "--keep-stale", "--outputs", str(tmp_path)])
+    assert a.keep_stale and a.outputs == str(tmp_path)
+    assert not cli.build_parser().parse_args(["study"]).keep_stale
+    bad = tmp_path / "p.yaml"
+    bad.write_text(yaml.safe_dump({"pipeline": {"keep_stale": "yes", "steps": [{"name": "s", "kind": "site"}]}}))
+    with pytest.raises(ConfigError, match="pipeline.keep_stale"):
+        config.load(bad)
