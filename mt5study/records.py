@@ -448,7 +448,8 @@ def provenance(run_dir: str | Path) -> dict[str, Any]:
     except (OSError, ValueError):
         env = {}
     data = inputs.get("data") or {}
-    return {"data": short(data.get("sha256")) + ("" if data.get("kind") != "synthetic" else " (synthetic)"),
+    return {"run": "data" in inputs,  # a training run (not a cache folder that records only its code)
+            "data": short(data.get("sha256")) + ("" if data.get("kind") != "synthetic" else " (synthetic)"),
             "code": short((inputs.get("code") or {}).get("sha256")),
             "checkpoint": short((inputs.get("checkpoint") or {}).get("sha256")) if inputs.get("checkpoint") else "",
             "machine": machine(env) if env else "?", "stale": stale_mark(run_dir) or ""}
@@ -465,7 +466,7 @@ def provenance_note(root: str | Path) -> str:
     """What the numbers under `root` were computed from (data, code, machine: each distinct value
     with its count of folders), led by a banner when any folder was kept stale on purpose."""
     root = Path(root)
-    rows = [provenance(p) for p in run_folders(root) if (p / INPUTS_FILE).exists()]
+    rows = [r for r in (provenance(p) for p in run_folders(root)) if r["run"]]
     lines = []
     stale = [(p, stale_mark(p)) for p in run_folders(root) if stale_mark(p)]
     if stale:

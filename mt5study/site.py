@@ -48,7 +48,7 @@ def origin(folders: list[str | Path]) -> dict[str, Any]:
     for folder in folders:
         for run in records.run_folders(folder) if Path(folder).is_dir() else []:
             p = records.provenance(run)
-            if (run / records.INPUTS_FILE).exists():
+            if p["run"]:
                 for key in seen:
                     seen[key].add(p[key])
             if p["stale"]:

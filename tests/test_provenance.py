@@ -47,9 +47,11 @@ def test_code_fingerprint_follows_code_not_comments_and_only_its_kind(tmp_path):
     reasons = records.inputs_changes({"format": records.INPUTS_FORMAT, "data": {}, "checkpoint": None, "code": train0},
                                      {"format": records.INPUTS_FORMAT, "data": {}, "checkpoint": None, "code": train1})
     assert len(reasons) == 1 and reasons[0].startswith("code changed: optim.py")
+    (pkg / "loss.py").unlink(missing_ok=True)
+    before = records.code_fingerprint("train", pkg)
     (pkg / "loss.py").write_text("Z = 1\n")  # a new module on the training path counts
     assert "loss.py (new)" in records.inputs_changes(
-        {"format": records.INPUTS_FORMAT, "code": train1}, {"format": records.INPUTS_FORMAT,
+        {"format": records.INPUTS_FORMAT, "code": before}, {"format": records.INPUTS_FORMAT,
                                                             "code": records.code_fingerprint("train", pkg)})[0]
     with pytest.raises(ValueError, match="unknown kind"):
         records.code_fingerprint("nope", pkg)
@@ -199,11 +201,11 @@ def test_exactly_the_runs_whose_inputs_changed_are_retrained(tmp_path, trainer, 
     (pkg / "data" / "clean.py").write_text((pkg / "data" / "clean.py").read_text() + "\nX = 1\n")
     monkeypatch.setattr(records, "PACKAGE", pkg)
     assert study() == []
-    (pkg / "loss.py").write_text("def z_loss(x):\n    return 0.0\n")  # a trainer source: every run
+    (pkg / "optim.py").write_text((pkg / "optim.py").read_text() + "\nSCALE = 2.0\n")  # a trainer source: every run
     reasons = [json.loads((tmp_path / "runs" / n / "reuse.json").read_text()) for n in runs]
     assert study() == ["from_ckpt", "on_etl", "plain"]
     out = capsys.readouterr().out
-    assert out.count("code changed: loss.py (new)") == 3
+    assert out.count("code changed: optim.py (fingerprint") == 3
     assert all(r["action"] == "reused" for r in reasons)
     assert json.loads((tmp_path / "runs" / "plain" / "reuse.json").read_text())["action"] == "trained"
 

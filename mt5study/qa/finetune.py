@@ -182,7 +182,7 @@ def train_runs(params: QAParams, root: Path, data: Path, base: dict[str, Any], r
         rows.append({"init": init, "run": str(out), **{k: summary.get(k) for k in (
             "status", "error", "steps", "tokens", "wall_seconds", "final_train_loss", "final_eval_loss")},
             "dropout_rate": records.read_json(model_cfg).get("dropout_rate") if model_cfg.exists() else None,
-            **records.provenance(out)})
+            **{k: v for k, v in records.provenance(out).items() if k != "run"}})
     table = pd.DataFrame(rows)
     table.to_parquet(root / "runs.parquet", index=False)
     return table

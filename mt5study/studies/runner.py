@@ -124,7 +124,7 @@ def results_table(root: Path, axes: list[str], names: list[str] | None = None) -
                        lr=cfg["optim"]["lr"], precision=run["precision"], zero_stage=run["zero_stage"])
         for col in SUMMARY_COLUMNS:
             row[col] = summary.get(col)
-        row.update(records.provenance(trial))  # data, code, checkpoint, machine, stale
+        row.update({k: v for k, v in records.provenance(trial).items() if k != "run"})  # data, code, machine, stale
         rows.append(row)
         for m in records.read_metrics(trial / "metrics.jsonl"):
             curves.append({"trial": trial.name, **{k: m.get(k) for k in
