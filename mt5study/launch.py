@@ -4,6 +4,12 @@
 number is resolved here, so the file in the run folder says exactly what ran).
 `accelerate_command(...)` builds the launch for one machine of the allocation; `mt5study.slurm`
 wraps it in `srun` for several nodes. `run(...)` launches locally and waits (notebooks, studies).
+
+Several nodes on one host: params with `run.nodes: 2` launched here (no allocation, so no
+rendezvous host given) start every machine rank on this host, each its own `accelerate launch
+--num_machines 2 --machine_rank R --main_process_ip 127.0.0.1 --main_process_port P
+--deepspeed_multinode_launcher standard` (torchrun per machine, static rendezvous on rank 0's
+port), under `python -m mt5study.launch machines`: the same launchers a cluster runs, on loopback.
 """
 
 from __future__ import annotations
@@ -74,9 +80,13 @@ def accelerate_command(
     extra_args: Sequence[str] = (),
     python: str | None = None,
 ) -> list[str]:
-    """`accelerate launch` for one machine of the run's allocation (world size from params)."""
+    """`accelerate launch` for one machine of the run's allocation (world size from params).
+
+    Several machines and no rendezvous host: the command that runs them all on this host."""
     run = params.run
     num_machines = num_machines or run.nodes
+    if num_machines > 1 and main_ip is None:
+        return local_machines_command(params, params_path, out_dir, num_machines, extra_args, python)
     cmd = [
         python or sys.executable, "-m", "accelerate.commands.launch",
         "--num_machines", str(num_machines),
@@ -100,6 +110,61 @@ def accelerate_command(
         cmd += ["--main_process_port", str(free_port())]
     cmd += ["-m", "mt5study.cli", "train", "--params", str(params_path), "--out", str(out_dir), *extra_args]
     return cmd
+
+
+MACHINE_RANK_SLOT = "@MACHINE_RANK@"  # replaced by 0..N-1 in each local machine's command
+LOOPBACK = "127.0.0.1"
+
+
+def local_machines_command(params: TrainParams, params_path: str | Path, out_dir: str | Path, num_machines: int,
+                           extra_args: Sequence[str] = (), python: str | None = None) -> list[str]:
+    """`python -m mt5study.launch machines N -- <accelerate launch ...>`: N machine ranks on loopback."""
+    per_machine = accelerate_command(params, params_path, out_dir, num_machines=num_machines,
+                                     machine_rank=MACHINE_RANK_SLOT, main_ip=LOOPBACK, main_port=free_port(),
+                                     extra_args=extra_args, python=python)
+    # Every rank of every machine shares this host's cores: split them over the whole world
+    # (launch_env splits over one machine's ranks), unless OMP_NUM_THREADS is set already.
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // params.run.world_size))
+    return [python or sys.executable, "-m", "mt5study.launch", "machines", str(num_machines),
+            "--omp-threads", threads, "--", *per_machine]
+
+
+def run_machines(num_machines: int, per_machine: Sequence[str], env: dict[str, str] | None = None,
+                 omp_threads: int | None = None, poll_s: float = 0.2) -> int:
+    """Start PER_MACHINE once per machine rank on this host; the first failure stops the others.
+
+    Returns 0 when every launcher exits 0, else the first non-zero exit code. SIGTERM to this
+    process goes on to every launcher (torchrun passes it to its ranks); SIGUSR1 reaches the
+    ranks from whoever sends it to the process tree (call_forwarding_signals), not from here.
+    """
+    import signal
+    import time
+
+    if MACHINE_RANK_SLOT not in per_machine:
+        raise ValueError(f"the per-machine command has no {MACHINE_RANK_SLOT} to put the machine rank in")
+    env = dict(os.environ if env is None else env)
+    if omp_threads:
+        env["OMP_NUM_THREADS"] = str(omp_threads)  # torch's intra-op threads per rank
+    procs = [subprocess.Popen([str(r) if a == MACHINE_RANK_SLOT else a for a in per_machine], env=env)
+             for r in range(num_machines)]
+
+    def stop_all(signum, frame):  # noqa: ARG001
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, stop_all)
+    try:
+        first_failure = 0
+        while [p.poll() for p in procs].count(None):  # poll every one: each updates its returncode
+            failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
+            if failed and not first_failure:
+                first_failure = failed[0]
+                stop_all(signal.SIGTERM, None)  # a lone machine would wait for its peers until the timeout
+            time.sleep(poll_s)
+        return first_failure or next((p.returncode for p in procs if p.returncode), 0)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def free_port() -> int:
@@ -210,3 +275,25 @@ def _yaml_scalar(v: Any) -> str:
     import json
 
     return json.dumps(v) if not isinstance(v, str) else v
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m mt5study.launch machines N [--omp-threads K] -- COMMAND...` (see local_machines_command)."""
+    import argparse
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    own, command = argv[:cut], argv[cut + 1:]  # everything after "--" is the per-machine command
+    parser = argparse.ArgumentParser(prog="python -m mt5study.launch", description=main.__doc__)
+    sub = parser.add_subparsers(dest="what", required=True)
+    m = sub.add_parser("machines", help=f"run COMMAND once per machine rank ({MACHINE_RANK_SLOT} = 0..N-1)")
+    m.add_argument("num_machines", type=int)
+    m.add_argument("--omp-threads", type=int, default=None, help="OMP_NUM_THREADS of every rank")
+    args = parser.parse_args(own)
+    if args.num_machines < 1 or not command:
+        parser.error("needs N >= 1 and, after --, the per-machine command")
+    return run_machines(args.num_machines, command, omp_threads=args.omp_threads)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,10 @@
-"""mt5study.slurm against a real one-node Slurm cluster started by scripts/slurm/start_local_cluster.sh.
+"""mt5study.slurm against a real Slurm cluster started by scripts/slurm/start_local_cluster.sh.
 
 The session fixture starts (or restarts) the cluster itself; it needs root on Debian/Ubuntu
 and installs the Slurm packages when missing. Jobs run the venv's Python (sys.executable).
+The cluster has this machine as node of the default partition `debug`, and two more nodes,
+mt5n1 and mt5n2, in partition `multi`: each a slurmd in its own network and UTS namespace
+(MT5_SLURM_NETNS_NODES=2), so a job can span two "machines" with their own addresses and names.
 """
 
 from __future__ import annotations
@@ -16,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from mt5study import slurm
-from mt5study import records
+from mt5study import config, launch, records, slurm
 from mt5study.paths import PARAMS, ROOT
 from mt5study.slurm_config import SlurmConfig
 
 pytestmark = pytest.mark.slow
 
 SCRIPTS = ROOT / "scripts" / "slurm"
+NETNS_NODES = 2  # nodes mt5n1, mt5n2 of partition `multi`
 GOOD = "model: {preset: tiny}\noptim: {lr: 1.0e-3}\nrun: {steps: STEPS, micro_batch: 2}\n"
 
 
@@ -41,9 +44,11 @@ def cluster():
         pytest.skip("the local Slurm cluster needs root on Debian/Ubuntu")
     was_up = _slurm_up()
     t0 = time.monotonic()
-    proc = subprocess.run(["bash", str(SCRIPTS / "start_local_cluster.sh")], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(["bash", str(SCRIPTS / "start_local_cluster.sh")], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "MT5_SLURM_NETNS_NODES": str(NETNS_NODES)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    print(f"\nlocal Slurm cluster started in {time.monotonic() - t0:.1f} s: {proc.stdout.strip().splitlines()[-1]}")
+    print(f"\nlocal Slurm cluster started in {time.monotonic() - t0:.1f} s: "
+          + " | ".join(proc.stdout.strip().splitlines()[-2:]))
     yield
     if not was_up:
         subprocess.run(["bash", str(SCRIPTS / "stop_local_cluster.sh")], capture_output=True, timeout=120)
@@ -325,3 +330,39 @@ def test_slurm_train_launches_through_srun_on_the_allocation(cluster, tmp_path, 
     assert summary["status"] == "completed" and summary["world_size"] == 2
     env = records.read_json(out / "env.json")
     assert env["slurm"]["SLURM_JOB_ID"] == job_id
+
+
+def test_two_nodes_train_like_one(cluster, tmp_path, cancel_later):
+    """`mt5study slurm train` in a 2-node job of partition `multi`: srun starts one accelerate
+    launcher on mt5n1 and one on mt5n2, machine ranks from SLURM_NODEID, rendezvous on mt5n1;
+    the loss curve equals the 1-node x 2-process run's."""
+    doc = config.read_yaml(PARAMS / "cpu" / "tiny.yaml")
+    doc["run"].update(nodes=2, processes_per_node=1)
+    doc["slurm"] = {"nodes": 2, "cpus_per_task": 1, "partition": "multi", "time": "00:10:00"}
+    params = tmp_path / "tiny_2nodes.yaml"
+    params.write_text(json.dumps(doc))  # JSON is YAML
+    out, log = tmp_path / "two_nodes", tmp_path / "two_nodes.log"
+    argv = ["bash", "-c", 'srun --ntasks-per-node=1 hostname -s | sort | tr "\\n" " "; echo; exec "$@"', "job",
+            sys.executable, "-m", "mt5study.cli", "slurm", "train", "--params", str(params), "--out", str(out)]
+    script = tmp_path / "two_nodes.sbatch"
+    script.write_text(slurm.render_command(argv, config.load(params).slurm, job_name="mt5-2nodes", log=log, watch_dir=out))
+    t0 = time.monotonic()
+    job_id = slurm.submit_script(script)
+    cancel_later(job_id)
+    (job,) = _wait_done(job_id, 600)
+    text = log.read_text()
+    print(f"\n2-node Slurm job {job_id}: {time.monotonic() - t0:.0f} s on {job['NodeList']}")
+    assert job["JobState"] == "COMPLETED" and job["NodeList"] == "mt5n[1-2]", text[-3000:]
+    assert "mt5n1 mt5n2" in text  # one task on each node, each with its own hostname
+    assert "srun --nodes=2 --ntasks=2 --ntasks-per-node=1" in text and "--main_process_ip mt5n1" in text
+    summary = records.read_json(out / "summary.json")
+    env = records.read_json(out / "env.json")
+    assert summary["status"] == "completed" and summary["world_size"] == 2
+    assert env["slurm"]["SLURM_JOB_NODELIST"] == "mt5n[1-2]" and env["hardware"]["host"] == "mt5n1"
+    one = launch.run(PARAMS / "cpu" / "tiny.yaml", tmp_path / "one_node")  # 1 node x 2 processes, here
+    a = [r["loss"] for r in records.read_metrics(tmp_path / "one_node" / "metrics.jsonl")]
+    b = [r["loss"] for r in records.read_metrics(out / "metrics.jsonl")]
+    diff = max(abs(x - y) for x, y in zip(a, b))
+    print(f"1 node x 2 vs 2 Slurm nodes x 1: {len(b)} steps, max |loss diff| = {diff:.3g}")
+    assert len(a) == len(b) == doc["run"]["steps"] and one["world_size"] == 2
+    assert diff <= 1e-6, (a, b)

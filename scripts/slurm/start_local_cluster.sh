@@ -16,6 +16,10 @@
 #                         that this script did not write is left alone unless MT5_SLURM_FORCE=1.
 #   MT5_SLURM_CLEAR=1     start slurmctld with -c (forget all jobs of earlier runs)
 #   MT5_SLURM_WAIT=60     seconds to wait for the node to become idle
+#   MT5_SLURM_NETNS_NODES=N  also start N more nodes mt5n1..mt5nN in partition `multi`, each a
+#                         slurmd in its own network and UTS namespace (own address 10.77.0.1X on
+#                         bridge mt5br0, own hostname), so that jobs can span N "machines" here.
+#                         Default 0: the one node only. Needs `ip` (iproute2) and unshare.
 set -euo pipefail
 
 CONF=${SLURM_CONF:-/etc/slurm/slurm.conf}
@@ -25,6 +29,8 @@ SPOOL_DIR=/var/spool/slurmd
 LOG_DIR=/var/log/slurm
 RUN_DIR=/run/mt5study-slurm  # pid files and the "we started munged" flag
 WAIT_S=${MT5_SLURM_WAIT:-60}
+NETNS_NODES=${MT5_SLURM_NETNS_NODES:-0}
+BRIDGE=mt5br0 NET=10.77.0  # the namespaces' bridge and /24: controller .1, node i at .(10+i)
 
 say() { echo "start_local_cluster: $*"; }
 die() { echo "start_local_cluster: $*" >&2; exit 1; }
@@ -38,6 +44,7 @@ command -v slurmctld >/dev/null || need+=(slurmctld)
 command -v slurmd >/dev/null || need+=(slurmd)
 command -v sbatch >/dev/null || need+=(slurm-client)
 command -v munged >/dev/null || need+=(munge)
+if (( NETNS_NODES > 0 )); then command -v ip >/dev/null || need+=(iproute2); fi
 if (( ${#need[@]} )); then
   command -v apt-get >/dev/null || die "missing ${need[*]} and no apt-get: Debian/Ubuntu only"
   say "installing ${need[*]}"
@@ -73,12 +80,42 @@ cpus=$(sed -E 's/.*CPUs=([0-9]+).*/\1/' <<<"$hw")
 mem_mb=$(sed -E 's/.*RealMemory=([0-9]+).*/\1/' <<<"$hw")
 def_mem=$(( mem_mb / cpus ))  # MB per CPU for jobs that do not ask (--mem) for memory
 
-mkdir -p "$(dirname "$CONF")" "$STATE_DIR" "$SPOOL_DIR" "$LOG_DIR" "$RUN_DIR"
+# 3b. Namespace nodes: a bridge on the host (the controller's side) and, per node, a network
+# namespace joined to it by a veth pair, and an /etc/netns/<node>/hosts that is mounted over
+# /etc/hosts for that node's slurmd (step 5), so every node resolves every other by name.
+ctl_addr=127.0.0.1
+extra_nodes="" multi=""
+if (( NETNS_NODES > 0 )); then
+  ctl_addr=$NET.1
+  ip link add "$BRIDGE" type bridge
+  ip addr add "$ctl_addr/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  names=()
+  for i in $(seq "$NETNS_NODES"); do
+    n=mt5n$i; names+=("$n")
+    ip netns add "$n"
+    ip link add "mt5v$i" type veth peer name eth0 netns "$n"
+    ip link set "mt5v$i" master "$BRIDGE" up
+    ip -n "$n" addr add "$NET.$((10 + i))/24" dev eth0
+    ip -n "$n" link set eth0 up
+    ip -n "$n" link set lo up
+    extra_nodes+="NodeName=$n NodeHostname=$n NodeAddr=$NET.$((10 + i)) $hw State=UNKNOWN"$'\n'
+  done
+  for n in "${names[@]}"; do
+    mkdir -p "/etc/netns/$n"
+    { grep -vE '[[:space:]]mt5n[0-9]+$' /etc/hosts || true; echo "$ctl_addr $NODE"
+      for i in $(seq "$NETNS_NODES"); do echo "$NET.$((10 + i)) mt5n$i"; done; } >"/etc/netns/$n/hosts"
+  done
+  multi="PartitionName=multi Nodes=mt5n[1-$NETNS_NODES] Default=NO MaxTime=INFINITE State=UP"
+  say "namespace nodes ${names[*]} on $BRIDGE ($NET.0/24)"
+fi
+
+mkdir -p "$(dirname "$CONF")" "$STATE_DIR" "$SPOOL_DIR/$NODE" "$LOG_DIR" "$RUN_DIR"
 cat >"$CONF" <<EOF
 $MARKER on $(date -Is)
 # One node ($NODE), one partition. Plugins that need no cgroups, so it runs in containers.
 ClusterName=mt5study
-SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldHost=$NODE($ctl_addr)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -114,15 +151,17 @@ InactiveLimit=0
 SlurmctldTimeout=30
 SlurmdTimeout=60
 StateSaveLocation=$STATE_DIR
-SlurmdSpoolDir=$SPOOL_DIR
+# %n: the node name, so several slurmd (namespace nodes) keep apart.
+SlurmdSpoolDir=$SPOOL_DIR/%n
 SlurmctldPidFile=$RUN_DIR/slurmctld.pid
-SlurmdPidFile=$RUN_DIR/slurmd.pid
+SlurmdPidFile=$RUN_DIR/slurmd-%n.pid
 SlurmctldLogFile=$LOG_DIR/slurmctld.log
-SlurmdLogFile=$LOG_DIR/slurmd.log
+SlurmdLogFile=$LOG_DIR/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 NodeName=$NODE NodeAddr=127.0.0.1 $hw State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+${extra_nodes}PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+$multi
 EOF
 say "wrote $CONF (node $NODE: $hw)"
 
@@ -153,19 +192,31 @@ slurmctld "${clear[@]}"
 for _ in $(seq $(( WAIT_S * 5 ))); do scontrol ping 2>/dev/null | grep -q 'is UP' && break; sleep 0.2; done
 scontrol ping | grep -q 'is UP' || die "slurmctld is not up (see $LOG_DIR/slurmctld.log)"
 slurmd
-
-# 6. Wait for the node to be idle (a node left down/drained by an earlier run is resumed).
-state=""
-for _ in $(seq $(( WAIT_S * 5 ))); do
-  state=$(sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | head -n 1)
-  case $state in
-    idle|mixed|allocated) break ;;
-    down*|drain*) scontrol update NodeName="$NODE" State=RESUME 2>/dev/null || true ;;
-  esac
-  sleep 0.2
+# Each namespace node: its slurmd (and every job step it starts) runs in the node's network
+# namespace (its own address), a new UTS namespace (its own hostname) and a new mount namespace
+# in which only /etc/hosts differs (not `ip netns exec`: it remounts /sys without the cgroup
+# file systems that slurmd reads).
+for i in $(seq "$NETNS_NODES"); do
+  n=mt5n$i
+  mkdir -p "$SPOOL_DIR/$n"
+  nsenter --net="/run/netns/$n" -- unshare --uts --mount -- \
+    sh -c "mount --bind /etc/netns/$n/hosts /etc/hosts && hostname $n && exec slurmd -N $n"
 done
-case $state in
-  idle|mixed|allocated) ;;
-  *) die "node $NODE is '$state', not idle (see $LOG_DIR/slurmd.log and $LOG_DIR/slurmctld.log)" ;;
-esac
+
+# 6. Wait for every node to be idle (a node left down/drained by an earlier run is resumed).
+for node in "$NODE" $(for i in $(seq "$NETNS_NODES"); do echo "mt5n$i"; done); do
+  state=""
+  for _ in $(seq $(( WAIT_S * 5 ))); do
+    state=$(sinfo -h -N -n "$node" -o '%T' 2>/dev/null | head -n 1)
+    case $state in
+      idle|mixed|allocated) break ;;
+      down*|drain*) scontrol update NodeName="$node" State=RESUME 2>/dev/null || true ;;
+    esac
+    sleep 0.2
+  done
+  case $state in
+    idle|mixed|allocated) ;;
+    *) die "node $node is '$state', not idle (see $LOG_DIR/slurmd-$node.log and $LOG_DIR/slurmctld.log)" ;;
+  esac
+done
 say "cluster up in $(( $(date +%s) - t0 )) s: $(sinfo -h -o '%P %a %D %T %c cpus %m MB')"

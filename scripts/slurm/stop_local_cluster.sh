@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Stop the one-node cluster that start_local_cluster.sh started: slurmd, slurmctld and (unless
-# --keep-munge, or munged was not ours) munged, each by the pid in its pid file. Job state and
-# logs stay under /var/spool and /var/log/slurm. Safe to run when nothing is running.
+# Stop the cluster that start_local_cluster.sh started: every slurmd, slurmctld and (unless
+# --keep-munge, or munged was not ours) munged, each by the pid in its pid file, then remove the
+# namespace nodes' network, if any. Job state and logs stay under /var/spool and /var/log/slurm.
+# Safe to run when nothing is running.
 set -euo pipefail
 
 RUN_DIR=/run/mt5study-slurm
@@ -24,8 +25,14 @@ stop() {
   rm -f "$pidfile"
 }
 
-stop slurmd "$RUN_DIR/slurmd.pid"
+stop slurmd "$RUN_DIR/slurmd.pid"  # written by earlier versions of the start script
+for pidfile in "$RUN_DIR"/slurmd-*.pid; do [[ -e $pidfile ]] && stop slurmd "$pidfile"; done
 stop slurmctld "$RUN_DIR/slurmctld.pid"
+# The namespace nodes' network (MT5_SLURM_NETNS_NODES): namespaces, their hosts files, the bridge.
+for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^mt5n[0-9]+$/ {print $1}'); do
+  ip netns del "$ns" && rm -rf "/etc/netns/$ns" && say "removed namespace node $ns"
+done
+if ip link show mt5br0 >/dev/null 2>&1; then ip link del mt5br0 && say "removed bridge mt5br0"; fi
 if (( ! keep_munge )) && [[ -e $RUN_DIR/munged.ours ]]; then
   stop munged /run/munge/munged.pid
   rm -f "$RUN_DIR/munged.ours"
