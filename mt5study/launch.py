@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from mt5study.config import TrainParams
+from mt5study.config import ConfigError, TrainParams
 from mt5study.records import read_json
 
 # Exit codes of `mt5study train` (also read by the Slurm batch script).
@@ -119,6 +119,12 @@ LOOPBACK = "127.0.0.1"
 def local_machines_command(params: TrainParams, params_path: str | Path, out_dir: str | Path, num_machines: int,
                            extra_args: Sequence[str] = (), python: str | None = None) -> list[str]:
     """`python -m mt5study.launch machines N -- <accelerate launch ...>`: N machine ranks on loopback."""
+    nnodes = os.environ.get("SLURM_NNODES", "1")
+    if os.environ.get("SLURM_JOB_ID") and nnodes.isdigit() and int(nnodes) > 1:
+        # In a real multi-node allocation every machine rank belongs on its own node.
+        raise ConfigError(f"run.nodes={num_machines}: this is a {nnodes}-node Slurm allocation "
+                          f"(SLURM_JOB_NODELIST={os.environ.get('SLURM_JOB_NODELIST', '?')}); `mt5study slurm train` "
+                          "starts one launcher per node, `mt5study launch` would run every machine rank on this one")
     per_machine = accelerate_command(params, params_path, out_dir, num_machines=num_machines,
                                      machine_rank=MACHINE_RANK_SLOT, main_ip=LOOPBACK, main_port=free_port(),
                                      extra_args=extra_args, python=python)

@@ -88,6 +88,13 @@ def test_launch_dry_run_prints_the_machines_command(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "-m mt5study.launch machines 2 --omp-threads " in proc.stdout and "--machine_rank @MACHINE_RANK@" in proc.stdout
     assert not (tmp_path / "run").exists()
+    # Inside a real 2-node allocation the machine ranks belong on their nodes: refused, nothing written.
+    env = {**os.environ, "SLURM_JOB_ID": "77", "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "gpu[1-2]"}
+    proc = subprocess.run([sys.executable, "-m", "mt5study.cli", "launch", "--params", str(TINY), "--out",
+                           str(tmp_path / "run"), "--set", "run.nodes=2", "--set", "run.processes_per_node=1"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "2-node Slurm allocation (SLURM_JOB_NODELIST=gpu[1-2])" in proc.stderr, proc.stderr
+    assert "mt5study slurm train" in proc.stderr and not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
