@@ -77,16 +77,23 @@ def load_splits(cfg: DataConfig, seed: int) -> dict[str, Any]:
 class MicroBatches(torch.utils.data.Dataset):
     """Micro-batch k of this process, for k counted from `start_step` * grad_accum.
 
-    Examples are read in an endless stream of seeded permutations (one per epoch); the global
-    batch of step s is stream positions [s*G, (s+1)*G); micro-batch m of rank r takes
-    positions s*G + m*(b*W) + r*b ... + b, with b = micro_batch and W = world size.
+    Examples are read in an endless stream of seeded permutations (one per epoch). The stream
+    position is counted in examples, so a resume at another split of the global batch (another
+    world size) continues at the same example: with x0 = `start_example` (default
+    start_step * G), the global batch of the i-th step from the start is positions
+    [x0 + i*G, x0 + (i+1)*G); micro-batch m of rank r takes positions x0 + i*G + m*(b*W) + r*b
+    ... + b, with b = micro_batch, W = world size and G = b * grad_accum * W.
     """
 
-    def __init__(self, dataset: Any, run: RunConfig, rank: int, world: int, start_step: int, seed: int):
+    def __init__(self, dataset: Any, run: RunConfig, rank: int, world: int, start_step: int, seed: int,
+                 start_example: int | None = None):
         self.ds, self.n = dataset.with_format("numpy"), len(dataset)
         self.b, self.ga, self.rank, self.world = run.micro_batch, run.grad_accum, rank, world
         self.global_batch = run.micro_batch * run.grad_accum * world
         self.start, self.total, self.seed = start_step, run.steps, seed
+        self.start_example = start_step * self.global_batch if start_example is None else start_example
+        if self.start_example < 0:
+            raise ValueError(f"start_example must be >= 0, got {start_example}")
         if self.n < self.b * world:
             raise ValueError(f"dataset has {self.n} examples, fewer than one micro-batch on every rank")
         self._perms: dict[int, np.ndarray] = {}
@@ -95,9 +102,8 @@ class MicroBatches(torch.utils.data.Dataset):
         return (self.total - self.start) * self.ga
 
     def positions(self, k: int) -> np.ndarray:
-        step, micro = divmod(k, self.ga)
-        step += self.start
-        first = step * self.global_batch + micro * self.b * self.world + self.rank * self.b
+        step, micro = divmod(k, self.ga)  # steps from this attempt's start
+        first = self.start_example + step * self.global_batch + micro * self.b * self.world + self.rank * self.b
         return np.arange(first, first + self.b)
 
     def _perm(self, epoch: int) -> np.ndarray:

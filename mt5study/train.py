@@ -1,7 +1,10 @@
 """The training run: one process per device under `accelerate launch`, DeepSpeed ZeRO 0-3.
 
-Reads as a recipe: prepare the run folder -> data -> model -> optimizer and schedule ->
-`accelerator.prepare` -> step loop -> final evaluation, weights and summary.json (written last).
+Reads as a recipe (`train`): check the input (a resume's checkpoint against the params) ->
+accelerator -> data -> model, partitioned as it is created under ZeRO-3 -> optimizer, schedule and
+`accelerator.prepare` -> restore a checkpoint (converted if written at another world size) ->
+prepare the run folder -> step loop -> final evaluation, weights and summary.json (written last).
+Bad input is refused before the run folder is touched.
 """
 
 from __future__ import annotations
@@ -12,18 +15,19 @@ import resource
 import shutil
 import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mt5study import batches, config, model as model_lib, records
+from mt5study import batches, checkpoints, config, loss as loss_lib, model as model_lib, partition, records
+from mt5study.checkpoints import CHECKPOINTS, STATE_FILE, latest as latest_checkpoint
 from mt5study.config import TrainParams
 from mt5study.launch import EXIT_OK, deepspeed_config
 from mt5study.optim import build_optimizer, build_scheduler
 
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "trainer_state.json"  # written last in a checkpoint folder: marks it complete
+__all__ = ["CHECKPOINTS", "STATE_FILE", "RunExists", "latest_checkpoint", "prepare_folder", "train"]
 
 
 class RunExists(RuntimeError):
@@ -49,20 +53,17 @@ class _Stop:
         self.requested = True
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    """The newest complete checkpoint folder of a run, or None."""
-    done = sorted(p.parent for p in (out / CHECKPOINTS).glob(f"step_*/{STATE_FILE}"))
-    return done[-1] if done else None
+def refuse_completed(out: Path, overwrite: bool) -> None:
+    """Raise RunExists for a folder holding a completed run, unless overwriting (writes nothing)."""
+    summary = out / "summary.json"
+    if summary.exists() and not overwrite and records.read_json(summary).get("status") == "completed":
+        raise RunExists(f"{out} holds a completed run; pass --overwrite to replace it")
 
 
 def prepare_folder(out: Path, params: TrainParams, resume: bool, overwrite: bool) -> None:
     """Refuse to clobber a completed run; clear a stale one unless resuming."""
-    summary = out / "summary.json"
-    if summary.exists():
-        status = records.read_json(summary).get("status")
-        if status == "completed" and not overwrite:
-            raise RunExists(f"{out} holds a completed run; pass --overwrite to replace it")
-        summary.unlink()  # a new attempt: the old summary no longer describes the folder
+    refuse_completed(out, overwrite)
+    (out / "summary.json").unlink(missing_ok=True)  # a new attempt: the old summary no longer describes it
     if overwrite or not resume:
         for name in ("metrics.jsonl", "model", CHECKPOINTS):
             p = out / name
@@ -73,162 +74,229 @@ def prepare_folder(out: Path, params: TrainParams, resume: bool, overwrite: bool
     out.mkdir(parents=True, exist_ok=True)
 
 
-def train(params: TrainParams, out_dir: str | Path, resume: bool = False, overwrite: bool = False,
-          stop_at_step: int | None = None) -> int:
-    """Run training in this process (one rank of the launch); return the process exit code."""
-    from accelerate import Accelerator
-    from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
+@dataclass
+class _Run:
+    """What the step loop works with: built once by `_build`, restored by `_restore`."""
 
-    out = Path(out_dir)
-    run = params.run
-    ds_config = deepspeed_config(params)
-    plugin = DeepSpeedPlugin(hf_ds_config=ds_config, zero3_init_flag=False)
-    # Without CUDA, Accelerate's DeepSpeed path finds no backend and silently runs every rank
-    # as a world of one; naming gloo makes the ranks one job (checked just below).
-    handlers = [] if torch.cuda.is_available() else [InitProcessGroupKwargs(backend="gloo")]
-    accelerator = Accelerator(deepspeed_plugin=plugin, kwargs_handlers=handlers)
-    main = accelerator.is_main_process
-    if accelerator.num_processes != run.world_size:
-        raise config.ConfigError(
-            f"run.nodes x run.processes_per_node = {run.world_size} but {accelerator.num_processes} processes were launched"
-        )
-    if main:
-        prepare_folder(out, params, resume, overwrite)
-        records.write_json_atomic(out / "config.json", config.to_dict(params))
-        records.write_json_atomic(out / "deepspeed_config.json", ds_config)
-        records.write_json_atomic(out / "env.json", records.environment(
-            world_size=accelerator.num_processes, device=str(accelerator.device),
-            distributed_type=str(accelerator.distributed_type)))
-    accelerator.wait_for_everyone()
-    t_start = time.perf_counter()
-    try:
-        return _run(accelerator, params, out, resume, stop_at_step, t_start)
-    except Exception as e:
-        if main:  # whatever broke, the folder says so (never a run that looks unfinished-but-fine)
-            records.write_json_atomic(out / "summary.json", {
-                "status": "failed", "error": f"{type(e).__name__}: {e}",
-                "wall_seconds": time.perf_counter() - t_start})
-        raise
+    accelerator: Any
+    params: TrainParams
+    out: Path
+    t_start: float
+    engine: Any = None
+    scheduler: Any = None
+    splits: dict[str, Any] = field(default_factory=dict)
+    vocab: int = 0
+    start_step: int = 0
+    start_example: int = 0  # position in the example stream where this attempt starts
+    tokens_seen: int = 0
+    prior_wall: float = 0.0  # seconds spent by earlier attempts of a resumed run
 
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
 
-def _run(accelerator, params: TrainParams, out: Path, resume: bool, stop_at_step: int | None, t_start: float) -> int:
-    """The run after its folder is prepared: data, model, engine, step loop, final records."""
-    run, dcfg = params.run, params.data
-    main = accelerator.is_main_process
-    from accelerate.utils import set_seed
-
-    def finish(status: str, **fields: Any) -> int:
-        if main:
-            summary = {"status": status, "world_size": accelerator.num_processes, **fields,
-                       "wall_seconds": time.perf_counter() - t_start + prior_wall}
-            records.write_json_atomic(out / "summary.json", summary)
-        accelerator.wait_for_everyone()
+    def finish(self, status: str, **fields: Any) -> int:
+        """Write summary.json (last) and return the rank's exit code."""
+        if self.main:
+            summary = {"status": status, "world_size": self.accelerator.num_processes, **fields,
+                       "wall_seconds": time.perf_counter() - self.t_start + self.prior_wall}
+            records.write_json_atomic(self.out / "summary.json", summary)
+        self.accelerator.wait_for_everyone()
         # Every rank exits 0 when a result was recorded (torchrun counts any other code as a
         # crash); `mt5study launch` maps a `preempted` summary to EXIT_PREEMPTED for Slurm.
         return EXIT_OK
 
-    prior_wall = 0.0
-    unsupported = _unsupported_reason(run.precision, accelerator.device)
-    if unsupported:
-        return finish("unsupported", reason=unsupported, steps=0)
 
-    # Data, model, optimizer -------------------------------------------------------------------
+def train(params: TrainParams, out_dir: str | Path, resume: bool = False, overwrite: bool = False,
+          stop_at_step: int | None = None) -> int:
+    """Run training in this process (one rank of the launch); return the process exit code."""
+    out = Path(out_dir)
+    run = params.run
+    # Bad input first: nothing below writes to `out` until the folder is prepared.
+    refuse_completed(out, overwrite)
+    checkpoints.check_pretrained(params)
+    plan = checkpoints.plan_resume(out, params) if resume and not overwrite else None
+    ds_config = deepspeed_config(params)
+    if plan is not None and plan.universal:
+        ds_config["checkpoint"] = {"load_universal": True}  # DeepSpeed reshapes shards to this world
+    accelerator = _accelerator(ds_config, zero3_init=_zero3_init(params))
+    if accelerator.num_processes != run.world_size:
+        raise config.ConfigError(
+            f"run.nodes x run.processes_per_node = {run.world_size} but {accelerator.num_processes} processes were launched"
+        )
+    r = _Run(accelerator, params, out, t_start=time.perf_counter())
+    unsupported = _unsupported_reason(run.precision, accelerator.device)
+    if unsupported is None:
+        _build(r, ds_config)
+        if plan is not None:
+            _restore(r, plan)
+    _write_run_records(r, ds_config, resume and not overwrite, overwrite, restored=plan is not None)
+    if unsupported:
+        return r.finish("unsupported", reason=unsupported, steps=0)
+    try:
+        return _step_loop(r, stop_at_step)
+    except Exception as e:
+        if r.main:  # whatever broke, the folder says so (never a run that looks unfinished-but-fine)
+            records.write_json_atomic(out / "summary.json", {
+                "status": "failed", "error": f"{type(e).__name__}: {e}",
+                "wall_seconds": time.perf_counter() - r.t_start})
+        raise
+
+
+def _zero3_init(params: TrainParams) -> bool:
+    return params.run.zero_stage == 3 and params.run.zero3_init
+
+
+def _accelerator(ds_config: dict[str, Any], zero3_init: bool):
+    """Accelerate with the run's resolved DeepSpeed config (gloo process group on CPU)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
+
+    # zero3_init_flag registers the config with transformers, so that from_pretrained partitions
+    # as it loads (mt5study.partition).
+    plugin = DeepSpeedPlugin(hf_ds_config=ds_config, zero3_init_flag=zero3_init)
+    # Without CUDA, Accelerate's DeepSpeed path finds no backend and silently runs every rank
+    # as a world of one; naming gloo makes the ranks one job (checked by the caller).
+    handlers = [] if torch.cuda.is_available() else [InitProcessGroupKwargs(backend="gloo")]
+    return Accelerator(deepspeed_plugin=plugin, kwargs_handlers=handlers)
+
+
+def _build(r: _Run, ds_config: dict[str, Any]) -> None:
+    """Data, model (partitioned at construction under ZeRO-3), optimizer, schedule, engine."""
+    from accelerate.utils import set_seed
+
+    params, run = r.params, r.params.run
     set_seed(run.seed)
-    splits = batches.load_splits(dcfg, run.seed)
-    vocab = params.model.vocab_size or splits["vocab_size"]
-    if vocab < splits["vocab_size"]:
-        raise config.ConfigError(f"model.vocab_size={vocab} is smaller than the data's vocabulary {splits['vocab_size']}")
-    net = model_lib.build(params.model.preset, vocab_size=vocab, dropout_rate=params.model.dropout_rate,
-                          checkpoint=params.model.checkpoint)
+    r.splits = batches.load_splits(params.data, run.seed)
+    r.vocab = params.model.vocab_size or r.splits["vocab_size"]
+    if r.vocab < r.splits["vocab_size"]:
+        raise config.ConfigError(f"model.vocab_size={r.vocab} is smaller than the data's vocabulary {r.splits['vocab_size']}")
+    net = partition.build(params, r.vocab, ds_config, partitioned=_zero3_init(params))
     if params.model.activation_checkpointing:
         net.gradient_checkpointing_enable()
     optimizer = build_optimizer(net, params.optim)
-    scheduler = build_scheduler(optimizer, params.optim, run.steps)
+    r.scheduler = build_scheduler(optimizer, params.optim, run.steps)
     # The schedule is stepped here, once per applied optimizer step: Accelerate's scheduler
     # wrapper would step a LambdaLR num_processes times per step, and DeepSpeed only steps its
     # own scheduler types. Registered so that save_state/load_state carry it.
-    engine, optimizer = accelerator.prepare(net, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    r.engine, _ = r.accelerator.prepare(net, optimizer)
+    r.accelerator.register_for_checkpointing(r.scheduler)
 
-    start_step, tokens_seen = 0, 0
-    if resume and (ckpt := latest_checkpoint(out)) is not None:
-        accelerator.load_state(str(ckpt))
-        state = records.read_json(ckpt / STATE_FILE)
-        start_step, tokens_seen, prior_wall = state["step"], state["tokens"], state["wall_seconds"]
-        if main:  # drop metric lines written after the checkpoint: they will be redone
-            rows = [r for r in records.read_metrics(out / "metrics.jsonl") if r["step"] <= start_step]
+
+def _restore(r: _Run, plan: checkpoints.Resume) -> None:
+    """Load the checkpoint (its universal conversion at another world size) and its position."""
+    run = r.params.run
+    if plan.universal:
+        error = None
+        if r.main:  # one rank converts; the others wait and learn whether it worked
+            try:
+                checkpoints.ensure_universal(plan.checkpoint, run.zero_stage)
+            except checkpoints.CheckpointError as e:
+                error = str(e)
+        error = _broadcast(error)
+        if error:
+            raise checkpoints.CheckpointError(error)
+    checkpoints.load(r.accelerator, r.engine, plan)
+    state = plan.state
+    r.start_step, r.tokens_seen, r.prior_wall = state["step"], state["tokens"], state["wall_seconds"]
+    # Checkpoints carry the data position in examples, so another split of the global batch
+    # continues at the same example.
+    r.start_example = state.get("data_position", state["step"] * run.effective_global_batch)
+    if r.start_step >= run.steps:
+        raise config.ConfigError(f"run.steps={run.steps} but the checkpoint is already at step {r.start_step}")
+
+
+def _write_run_records(r: _Run, ds_config: dict[str, Any], resume: bool, overwrite: bool, restored: bool) -> None:
+    """Prepare the run folder and write config.json, deepspeed_config.json, env.json, inputs.json."""
+    acc, out = r.accelerator, r.out
+    if r.main:
+        prepare_folder(out, r.params, resume, overwrite)
+        records.write_json_atomic(out / "config.json", config.to_dict(r.params))
+        records.write_json_atomic(out / "deepspeed_config.json", ds_config)
+        records.write_json_atomic(out / "env.json", records.environment(
+            world_size=acc.num_processes, device=str(acc.device), distributed_type=str(acc.distributed_type)))
+        records.write_json_atomic(out / "inputs.json", records.run_inputs(r.params, out))
+        if restored:  # drop metric lines written after the checkpoint: they will be redone
+            rows = [row for row in records.read_metrics(out / "metrics.jsonl") if row["step"] <= r.start_step]
             records.rewrite_metrics(out / "metrics.jsonl", rows)
-    if start_step >= run.steps:
-        raise config.ConfigError(f"run.steps={run.steps} but the checkpoint is already at step {start_step}")
+    acc.wait_for_everyone()
 
-    rank, world = accelerator.process_index, accelerator.num_processes
-    loader = torch.utils.data.DataLoader(
-        batches.MicroBatches(splits["train"], run, rank, world, start_step, run.seed),
-        batch_size=None, shuffle=False, num_workers=dcfg.num_workers,
-        pin_memory=accelerator.device.type == "cuda", persistent_workers=False,
-    )
-    evals = batches.eval_batches(splits["validation"], run.micro_batch, run.eval_batches, rank, world)
-    tokens_per_step = run.effective_global_batch * (dcfg.input_length + dcfg.target_length)
-    flops_per_step = run.effective_global_batch * model_lib.flops_per_example(
-        params.model.preset, dcfg.input_length, dcfg.target_length, vocab)
-    peak_flops = run.peak_tflops_per_device * 1e12 * world if run.peak_tflops_per_device else None
-    device = accelerator.device
-    eval_steps = set(run.eval_steps)
-    stopper = _Stop()
-    flag_group = _cpu_group()
 
-    def evaluate() -> float:
-        engine.eval()
-        total = torch.zeros((), device=device)
-        with torch.no_grad():
-            for b in evals:
-                b = {k: v.to(device) for k, v in b.items()}
-                total += engine(input_ids=b["input_ids"], attention_mask=batches.attention_mask(b["input_ids"]),
-                                labels=b["labels"]).loss.float()
-        engine.train()
-        return accelerator.reduce(total / len(evals), reduction="mean").item()
-
-    def checkpoint(step: int) -> None:
-        final = out / CHECKPOINTS / f"step_{step:07d}"
-        accelerator.save_state(str(final))
-        accelerator.wait_for_everyone()
-        if main:  # the state file is written last: a folder without it is incomplete
-            records.write_json_atomic(final / STATE_FILE, {
-                "step": step, "tokens": tokens_seen, "data_position": step * run.effective_global_batch,
-                "wall_seconds": time.perf_counter() - t_start + prior_wall, "seed": run.seed,
-                "world_size": world, "zero_stage": run.zero_stage})
-            for old in sorted((out / CHECKPOINTS).glob("step_*"))[:-2]:  # keep the newest two
-                shutil.rmtree(old, ignore_errors=True)
-        accelerator.wait_for_everyone()
-
-    # Step loop --------------------------------------------------------------------------------
+def _evaluate(r: _Run, evals: list[dict[str, torch.Tensor]]) -> float:
+    """Mean held-out cross-entropy over every rank's fixed eval micro-batches."""
+    engine, device = r.engine, r.accelerator.device
+    engine.eval()
+    total = torch.zeros((), device=device)
+    with torch.no_grad():
+        for b in evals:
+            b = {k: v.to(device) for k, v in b.items()}
+            total += _loss(r, b).cross_entropy.float()
     engine.train()
-    metrics = open(out / "metrics.jsonl", "a", encoding="utf-8") if main else None
+    return r.accelerator.reduce(total / len(evals), reduction="mean").item()
+
+
+def _loss(r: _Run, b: dict[str, torch.Tensor]) -> loss_lib.LossOut:
+    """The model's loss on a micro-batch: `.total` to minimise, `.cross_entropy` to report."""
+    return loss_lib.compute_loss(r.engine, b["input_ids"], b["labels"], z_loss=r.params.model.z_loss)
+
+
+def _checkpoint(r: _Run, step: int, data_position: int) -> None:
+    """Save the engine, optimizer, schedule and RNG; trainer_state.json last; keep the newest two."""
+    final = r.out / CHECKPOINTS / f"step_{step:07d}"
+    r.accelerator.save_state(str(final))
+    r.accelerator.wait_for_everyone()
+    if r.main:  # the state file is written last: a folder without it is incomplete
+        records.write_json_atomic(final / STATE_FILE, checkpoints.state_record(
+            r.params, step, r.tokens_seen, data_position,
+            time.perf_counter() - r.t_start + r.prior_wall, r.accelerator.num_processes))
+        for old in sorted((r.out / CHECKPOINTS).glob("step_*"))[:-2]:
+            shutil.rmtree(old, ignore_errors=True)
+    r.accelerator.wait_for_everyone()
+
+
+def _step_loop(r: _Run, stop_at_step: int | None) -> int:
+    """Steps from the start (or restored) step to run.steps, logging, evaluating, checkpointing."""
+    acc, params, run, dcfg = r.accelerator, r.params, r.params.run, r.params.data
+    rank, world, device = acc.process_index, acc.num_processes, acc.device
+    global_batch = run.effective_global_batch
+    loader = torch.utils.data.DataLoader(
+        batches.MicroBatches(r.splits["train"], run, rank, world, r.start_step, run.seed, r.start_example),
+        batch_size=None, shuffle=False, num_workers=dcfg.num_workers,
+        pin_memory=device.type == "cuda", persistent_workers=False,
+    )
+    evals = batches.eval_batches(r.splits["validation"], run.micro_batch, run.eval_batches, rank, world)
+    tokens_per_step = global_batch * (dcfg.input_length + dcfg.target_length)
+    flops_per_step = global_batch * model_lib.flops_per_example(
+        params.model.preset, dcfg.input_length, dcfg.target_length, r.vocab)
+    peak_flops = run.peak_tflops_per_device * 1e12 * world if run.peak_tflops_per_device else None
+    eval_steps, stopper, flag_group = set(run.eval_steps), _Stop(), _cpu_group()
+    engine, scheduler = r.engine, r.scheduler
+
+    engine.train()
+    metrics = open(r.out / "metrics.jsonl", "a", encoding="utf-8") if r.main else None
     loss_sum = torch.zeros((), device=device)  # summed on device; read at log steps only
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     last_eval: float | None = None
     t_log, steps_in_log = time.perf_counter(), 0
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=run.steps, initial=start_step, disable=not main, desc="train", unit="step")
+    bar = tqdm(total=run.steps, initial=r.start_step, disable=not r.main, desc="train", unit="step")
     it = iter(loader)
-    step = start_step
+    step = r.start_step
     try:
         while step < run.steps:
             step_loss = torch.zeros((), device=device)
             for _ in range(run.grad_accum):
-                b = next(it)
-                b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
-                with accelerator.accumulate(engine):
-                    loss = engine(input_ids=b["input_ids"], attention_mask=batches.attention_mask(b["input_ids"]),
-                                  labels=b["labels"]).loss
-                    accelerator.backward(loss)
-                step_loss += loss.detach().float()
+                b = {k: v.to(device, non_blocking=True) for k, v in next(it).items()}
+                with acc.accumulate(engine):
+                    out = _loss(r, b)
+                    acc.backward(out.total)
+                step_loss += out.cross_entropy.detach().float()
             step_lr = scheduler.get_last_lr()[0]  # the rate this step's update used
             if engine.was_step_applied():  # False when fp16 overflow skipped the update
                 scheduler.step()
             step += 1
-            tokens_seen += tokens_per_step
+            r.tokens_seen += tokens_per_step
             step_loss /= run.grad_accum
             bad = ~torch.isfinite(step_loss)
             first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
@@ -238,19 +306,17 @@ def _run(accelerator, params: TrainParams, out: Path, resume: bool, stop_at_step
 
             eval_now = (bool(run.eval_every and step % run.eval_every == 0) or step in eval_steps
                         or step == run.steps)  # the final evaluation lands in metrics.jsonl too
-            log_now = step % run.log_every == 0 or step == run.steps or eval_now
-            if log_now:
-                bad_step = int(accelerator.reduce(first_bad, reduction="max").item())
+            if step % run.log_every == 0 or step == run.steps or eval_now:
+                bad_step = int(acc.reduce(first_bad, reduction="max").item())
                 if bad_step >= 0:
-                    return finish("diverged", diverged_at_step=bad_step, steps=step, tokens=tokens_seen,
-                                  final_train_loss=float("nan"), final_eval_loss=None)
+                    return r.finish("diverged", diverged_at_step=bad_step, steps=step, tokens=r.tokens_seen,
+                                    final_train_loss=float("nan"), final_eval_loss=None)
                 elapsed = time.perf_counter() - t_log
-                train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / steps_in_log
+                train_loss = acc.reduce(loss_sum, reduction="mean").item() / steps_in_log
                 if eval_now:
-                    last_eval = evaluate()
-                row = _metrics_row(engine, step, train_loss, step_lr, elapsed, steps_in_log,
-                                   tokens_per_step, flops_per_step, peak_flops, tokens_seen, last_eval,
-                                   accelerator, run.precision)
+                    last_eval = _evaluate(r, evals)
+                row = _metrics_row(engine, step, train_loss, step_lr, elapsed, steps_in_log, tokens_per_step,
+                                   flops_per_step, peak_flops, r.tokens_seen, acc, run.precision)
                 if eval_now:
                     row["eval_loss"] = last_eval
                 if metrics:
@@ -260,41 +326,45 @@ def _run(accelerator, params: TrainParams, out: Path, resume: bool, stop_at_step
                 loss_sum.zero_()
                 t_log, steps_in_log = time.perf_counter(), 0
 
+            position = r.start_example + (step - r.start_step) * global_batch  # examples consumed
             stop = stopper.requested or (stop_at_step is not None and step >= stop_at_step)
             stop = _any_rank(stop, flag_group)
             if step < run.steps and (stop or (run.checkpoint_every and step % run.checkpoint_every == 0)):
-                checkpoint(step)
+                _checkpoint(r, step, position)
             if stop and step < run.steps:
-                return finish("preempted", steps=step, tokens=tokens_seen, checkpoint=str(latest_checkpoint(out)))
-
-        # End of training: evaluation, checkpoint, gathered weights, summary (last) -------------
-        final_eval = last_eval  # evaluated at the last step, above
-        checkpoint(step)
-        state_dict = accelerator.get_state_dict(engine)  # ZeRO-3: gathers the full weights
-        if main:
-            accelerator.unwrap_model(engine).save_pretrained(out / "model", state_dict=state_dict,
-                                                             safe_serialization=True)
-        accelerator.wait_for_everyone()
-        rows = records.read_metrics(out / "metrics.jsonl") if main else []
-        tps = [r["tokens_per_second"] for r in rows if r.get("tokens_per_second")]
-        return finish(
-            "completed", steps=step, tokens=tokens_seen,
-            final_train_loss=rows[-1]["loss"] if rows else None, final_eval_loss=final_eval,
-            tokens_per_second=(sum(tps) / len(tps)) if tps else None,
-            peak_memory_bytes=max((r["peak_memory_bytes"] for r in rows), default=None),
-            mfu=rows[-1].get("mfu") if rows else None,
-            skipped_steps=int(getattr(engine, "skipped_steps", 0) or 0),
-        )
+                return r.finish("preempted", steps=step, tokens=r.tokens_seen,
+                                checkpoint=str(latest_checkpoint(r.out)))
+        _checkpoint(r, step, r.start_example + (step - r.start_step) * global_batch)
+        return _finish_completed(r, step, last_eval)  # evaluated at the last step, above
     finally:
         bar.close()
         if metrics:
             metrics.close()
 
 
+def _finish_completed(r: _Run, step: int, final_eval: float | None) -> int:
+    """Save the gathered weights, then summary.json from the metrics."""
+    acc = r.accelerator
+    state_dict = acc.get_state_dict(r.engine)  # ZeRO-3: gathers the full weights
+    if r.main:
+        acc.unwrap_model(r.engine).save_pretrained(r.out / "model", state_dict=state_dict, safe_serialization=True)
+    acc.wait_for_everyone()
+    rows = records.read_metrics(r.out / "metrics.jsonl") if r.main else []
+    tps = [row["tokens_per_second"] for row in rows if row.get("tokens_per_second")]
+    return r.finish(
+        "completed", steps=step, tokens=r.tokens_seen,
+        final_train_loss=rows[-1]["loss"] if rows else None, final_eval_loss=final_eval,
+        tokens_per_second=(sum(tps) / len(tps)) if tps else None,
+        peak_memory_bytes=max((row["peak_memory_bytes"] for row in rows), default=None),
+        mfu=rows[-1].get("mfu") if rows else None,
+        skipped_steps=int(getattr(r.engine, "skipped_steps", 0) or 0),
+    )
+
+
 def _metrics_row(engine, step, loss, lr, elapsed, n_steps, tokens_per_step, flops_per_step, peak_flops,
-                 tokens_seen, eval_loss, accelerator, precision) -> dict[str, Any]:
+                 tokens_seen, accelerator, precision) -> dict[str, Any]:
     step_seconds = elapsed / n_steps
-    peak = torch.tensor(_peak_memory_bytes(accelerator.device), device=accelerator.device)
+    peaks = accelerator.gather(torch.tensor([_peak_memory_bytes(accelerator.device)], device=accelerator.device))
     grad_norm = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
     if isinstance(grad_norm, torch.Tensor):
         grad_norm = grad_norm.item()
@@ -304,7 +374,8 @@ def _metrics_row(engine, step, loss, lr, elapsed, n_steps, tokens_per_step, flop
         "tokens": tokens_seen,
         "tokens_per_second": tokens_per_step / step_seconds,
         "step_seconds": step_seconds,
-        "peak_memory_bytes": int(accelerator.reduce(peak, reduction="max").item()),
+        "peak_memory_bytes": int(peaks.max().item()),  # the largest rank's (GPU allocator / host RSS)
+        "peak_memory_bytes_per_rank": [int(x) for x in peaks.tolist()],
         "flops_per_step": flops_per_step,
         "mfu": flops_per_step / step_seconds / peak_flops if peak_flops else None,
     }
@@ -345,3 +416,14 @@ def _any_rank(flag: bool, group) -> bool:
     t = torch.tensor([1 if flag else 0], dtype=torch.int32)
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
     return bool(t.item())
+
+
+def _broadcast(value: Any) -> Any:
+    """Rank 0's `value` on every rank (a picklable object; host-side)."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -70,6 +70,12 @@ def test_zero0_and_zero3_agree(zero0_run, zero3_run):
     assert zero0_run[1]["final_eval_loss"] == pytest.approx(zero3_run[1]["final_eval_loss"], rel=1e-4)
 
 
+def test_zero3_partitioned_construction_starts_where_zero0_does(zero0_run, zero3_run):
+    """ZeRO-3 builds the model partitioned (zero.Init) and still starts from ZeRO-0's weights."""
+    assert records.read_json(zero3_run[0] / "config.json")["run"]["zero3_init"] is True
+    assert losses(zero3_run[0])[0] == pytest.approx(losses(zero0_run[0])[0], rel=1e-6)
+
+
 def test_golden_loss_trace(zero3_run):
     """A silent change in training (data order, init, optimizer, schedule) shows up here."""
     golden = json.loads(GOLDEN.read_text())

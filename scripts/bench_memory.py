@@ -1,0 +1,195 @@
+"""Peak host memory per rank of a 2-rank ZeRO-3 fp32 run of mt5-base, with and without zero.Init.
+
+Three measurements, each the real `mt5study launch` path (or its process setup) on this machine:
+- baseline: RSS of ranks that have imported the trainer (torch, DeepSpeed, transformers,
+  Accelerate) and initialised the process group, with no model built;
+- after  (run.zero3_init=true): parameters partitioned as they are created;
+- before (run.zero3_init=false): the whole fp32 model built on every rank first.
+Per rank: the peak RSS up to the last training step (`peak_memory_bytes_per_rank` in
+metrics.jsonl), and the peak over the whole process (VmHWM, polled here; it includes the final
+gather of the weights for saving). The prediction is `mt5study.memory.estimate` for the run plus
+the measured baseline; the goal is a training peak within 25 % of it.
+
+A watchdog kills a launch (its own process group) whose ranks together exceed --cap-gib, so that
+the "before" run, which needed 11.4 GiB per rank here, stops before the kernel's OOM killer acts
+for the whole machine; the record then says `killed_at_cap` with the peaks reached until then.
+
+    .venv/bin/python scripts/bench_memory.py [--only after] [--cap-gib 18]
+
+Writes outputs/bench/memory_mt5-base_zero3.json and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mt5study import config, launch, memory, records  # noqa: E402
+
+PARAMS = ROOT / "params" / "cpu" / "bench_memory.yaml"
+OUT = ROOT / "outputs" / "bench"
+GIB = 2**30
+
+
+def _status_kib(pid: int, key: str) -> int:
+    """A /proc/<pid>/status memory field (VmRSS, VmHWM) in KiB, 0 if the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _ranks(pid: int) -> list[int]:
+    """Training ranks (mt5study.cli train processes) under a launcher process."""
+    import psutil
+
+    out = []
+    try:
+        for child in psutil.Process(pid).children(recursive=True):
+            try:
+                cmd = child.cmdline()
+            except psutil.Error:
+                continue
+            if "mt5study.cli" in cmd and "train" in cmd:
+                out.append(child.pid)
+    except psutil.Error:
+        pass
+    return sorted(out)
+
+
+def watched_launch(overrides: dict, out: Path, cap_bytes: int, log: Path) -> dict:
+    """Launch the run, poll per-rank peaks, kill the launch group above `cap_bytes` in total."""
+    params = config.load(PARAMS, overrides)
+    sets = [f"--set={k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
+    cmd = launch.accelerate_command(params, PARAMS, out, extra_args=[*sets, "--overwrite"])
+    env = launch.launch_env(params.run.processes_per_node)
+    t0 = time.perf_counter()
+    hwm: dict[int, int] = {}
+    killed = False
+    with open(log, "w", encoding="utf-8") as f:
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        while proc.poll() is None:
+            pids = _ranks(proc.pid)
+            for pid in pids:
+                hwm[pid] = max(hwm.get(pid, 0), _status_kib(pid, "VmHWM") * 1024)
+            if sum(_status_kib(pid, "VmRSS") * 1024 for pid in pids) > cap_bytes:
+                killed = True
+                os.killpg(proc.pid, signal.SIGKILL)  # the group this script started
+                proc.wait()
+                break
+            time.sleep(0.2)
+    rows = records.read_metrics(out / "metrics.jsonl") if (out / "metrics.jsonl").exists() else []
+    summary = records.read_json(out / "summary.json") if (out / "summary.json").exists() else {}
+    last = rows[-1] if rows else {}
+    return {
+        "zero3_init": params.run.zero3_init,
+        "status": "killed_at_cap" if killed else summary.get("status", f"exit {proc.returncode}"),
+        "steps_completed": last.get("step", 0),
+        "losses": [r["loss"] for r in rows],
+        "train_peak_bytes_per_rank": last.get("peak_memory_bytes_per_rank"),
+        "process_peak_bytes_per_rank": [hwm[p] for p in sorted(hwm)],  # VmHWM, whole process
+        "wall_seconds": time.perf_counter() - t0,
+        "log": str(log),
+    }
+
+
+BASELINE = """
+import json, resource, sys
+import mt5study.train  # the trainer's imports: torch, transformers, DeepSpeed (via launch), ...
+from mt5study import config, launch, train
+params = config.load(sys.argv[1])
+acc = train._accelerator(launch.deepspeed_config(params), zero3_init=True)  # process group, no model
+acc.wait_for_everyone()
+print("BASELINE", json.dumps({"rank": acc.process_index,
+                              "rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def baseline() -> list[int]:
+    """Peak RSS of each of 2 ranks after imports and process-group setup (no model)."""
+    script = OUT / "baseline_probe.py"
+    script.write_text(BASELINE)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(launch.free_port()), str(script), str(PARAMS)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=launch.launch_env(2), timeout=600)
+    script.unlink()
+    found = [json.loads(line.split("BASELINE", 1)[1]) for line in r.stdout.splitlines() if "BASELINE" in line]
+    if r.returncode != 0 or len(found) != 2:
+        raise RuntimeError(f"baseline probe failed:\n{r.stderr[-3000:]}")
+    return [d["rss_bytes"] for d in sorted(found, key=lambda d: d["rank"])]
+
+
+def available_bytes() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", choices=["after", "before"], help="run one of the two (default both)")
+    ap.add_argument("--cap-gib", type=float, default=None,
+                    help="kill a launch whose ranks together hold more (default: available memory - 2 GiB)")
+    a = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    params = config.load(PARAMS)
+    run, d = params.run, params.data
+    est = memory.estimate(params.model.preset, run.zero_stage, run.precision, run.world_size, run.micro_batch,
+                          d.input_length, d.target_length)
+    base = baseline()
+    predicted = est["total"] + max(base)
+    # Not in memory.estimate: DeepSpeed's reduce bucket, allocated whole at engine start when
+    # contiguous_gradients is on (stage3.py: torch.empty(reduce_bucket_size) per gradient dtype).
+    zero = launch.deepspeed_config(params)["zero_optimization"]
+    bucket = (zero.get("reduce_bucket_size", 500_000_000) * memory.PRECISIONS[run.precision]
+              if zero.get("contiguous_gradients") else 0)  # DeepSpeed's default: 5e8 elements
+    result = {
+        "machine": f"{os.cpu_count()} CPUs, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GIB:.1f} GiB "
+                   "(cores and memory shared with other work during the run)",
+        "params": str(PARAMS.relative_to(ROOT)), "preset": params.model.preset, "world_size": run.world_size,
+        "estimate_bytes": est, "baseline_bytes_per_rank": base,
+        "predicted_bytes_per_rank": predicted, "reduce_bucket_bytes": bucket,
+        "predicted_with_reduce_bucket_bytes_per_rank": predicted + bucket, "runs": {},
+    }
+    path = OUT / "memory_mt5-base_zero3.json"
+    for name in ([a.only] if a.only else ["after", "before"]):
+        cap = int(a.cap_gib * GIB) if a.cap_gib else available_bytes() - 2 * GIB
+        out = OUT / f"memory_run_{name}"
+        rec = watched_launch({"run.zero3_init": name == "after"}, out, cap, OUT / f"memory_{name}.log")
+        rec["cap_bytes"] = cap
+        peaks = rec["train_peak_bytes_per_rank"] or rec["process_peak_bytes_per_rank"]
+        if peaks:
+            rec["ratio_to_prediction"] = max(peaks) / predicted
+            rec["within_25_percent"] = abs(max(peaks) / predicted - 1) <= 0.25
+            rec["ratio_to_prediction_with_reduce_bucket"] = max(peaks) / (predicted + bucket)
+        result["runs"][name] = rec
+        records.write_json_atomic(path, result)
+    print(json.dumps(result, indent=2))
+    print(f"\npredicted per rank: estimate {est['total'] / GIB:.2f} GiB + baseline {max(base) / GIB:.2f} GiB "
+          f"= {predicted / GIB:.2f} GiB (+ reduce bucket {bucket / GIB:.2f} GiB = {(predicted + bucket) / GIB:.2f})")
+    for name, rec in result["runs"].items():
+        tp = rec["train_peak_bytes_per_rank"] or []
+        pp = rec["process_peak_bytes_per_rank"]
+        print(f"{name:6s} zero3_init={rec['zero3_init']}: {rec['status']}, steps {rec['steps_completed']}; "
+              f"training peak per rank {[round(x / GIB, 2) for x in tp]} GiB, process peak "
+              f"{[round(x / GIB, 2) for x in pp]} GiB, ratio {rec.get('ratio_to_prediction', float('nan')):.2f}")
+    print(f"written {path}")
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    main()
