@@ -3,6 +3,11 @@
 The five `mt5-*` presets match Google's released mT5 checkpoints (google-research/multilingual-t5
 README; t5x mt5 gin files): gated-GELU feed-forward, 250,112-token vocabulary, untied output
 layer, relative position buckets. `tiny` and `mini` are CPU-sized members of the same family.
+
+Every model built or loaded here has (i) the untied output layer and one input embedding shared by
+encoder and decoder, whatever transformers' MT5Config says about tying (5.x forces "tied"), (ii) an
+output layer that computes in float32 (`fp32_head_`, as T5X does), and, when built from scratch,
+(iii) T5X's initialisation by default (`init_passes`; transformers' own with init="hf").
 """
 
 from __future__ import annotations
