@@ -447,8 +447,17 @@ def provenance(run_dir: str | Path) -> dict[str, Any]:
         env = read_json(run_dir / "env.json")
     except (OSError, ValueError):
         env = {}
+    if not inputs:  # an ETL output names its data and code in its manifest
+        try:
+            manifest = read_json(run_dir / "manifest.json")
+        except (OSError, ValueError):
+            manifest = {}
+        if isinstance(manifest.get("content_sha256"), dict):
+            inputs = {"data": {"kind": "etl", "sha256": etl_data_sha(manifest)},
+                      "code": (manifest.get("inputs") or {}).get("code") or {}}
+            env = env or manifest.get("environment") or {}
     data = inputs.get("data") or {}
-    return {"run": "data" in inputs,  # a training run (not a cache folder that records only its code)
+    return {"run": "data" in inputs,  # a training run or ETL output (not a cache folder that records only its code)
             "data": short(data.get("sha256")) + ("" if data.get("kind") != "synthetic" else " (synthetic)"),
             "code": short((inputs.get("code") or {}).get("sha256")),
             "checkpoint": short((inputs.get("checkpoint") or {}).get("sha256")) if inputs.get("checkpoint") else "",

@@ -245,3 +245,15 @@ def test_unhashable_inputs_rerun_and_never_match(tmp_path, trainer, capsys):
     assert "[rerun]" in out_text and "inputs cannot be named: data.path=" in out_text
     runner.run_trial(out, tiny, {"data.path": str(etl)}, keep_stale=True)  # kept only when asked, and marked
     assert records.stale_mark(out).startswith("inputs cannot be named")
+
+
+def test_an_etl_output_names_the_data_sha_its_training_runs_record(tmp_path):
+    etl = _fake_etl(tmp_path / "etl")
+    manifest = json.loads((etl / "manifest.json").read_text())
+    manifest.update(inputs={"code": records.code_fingerprint("etl")},
+                    environment={"hardware": {"cpu": "AMD EPYC 7763 64-Core Processor", "cpu_count": 2}})
+    (etl / "manifest.json").write_text(json.dumps(manifest))
+    run = records.run_inputs(_tiny(**{"data.path": str(etl)}))
+    p = records.provenance(etl)
+    assert p["data"] == run["data"]["sha256"][:10] and p["code"] == records.code_fingerprint("etl")["sha256"][:10]
+    assert p["machine"] == "AMD EPYC 7763 x2" and p["run"] and not p["stale"]
