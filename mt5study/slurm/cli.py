@@ -97,7 +97,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `slurm submit` and `slurm status` to a CLI's subparsers; `args.func(args)` runs one."""
+    """Add `slurm submit|submit-study|train|status` to a CLI's subparsers; `args.func(args)` runs one."""
     parser = subparsers.add_parser("slurm", help="submit notebooks to Slurm, see their jobs")
     _fill(parser)
     return parser
