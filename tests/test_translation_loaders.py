@@ -103,3 +103,17 @@ def test_installed_manpages_give_pairs():
     recs, report = manpages.load(ManpageSource(max_commands_per_language=3), [("en", "de")])
     assert recs and all(r["origin"].startswith("manpages/") for r in recs)
     assert report["languages"]["de"]["pages_read"] == 3
+
+
+def test_sources_are_combined_with_a_report_each(tmp_path):
+    from mt5study.translation.config import CatalogSource
+    from test_translation_catalogs import write_mo
+
+    write_mo(tmp_path / "locale" / "de" / "LC_MESSAGES" / "app.mo", [(b"Save", b"Speichern"), (b"Quit", b"Beenden")])
+    (tmp_path / "more.tsv").write_text("Open file\tDatei \xf6ffnen\n", encoding="utf-8")
+    recs, reports = loaders.load([CatalogSource(locale_dirs=[str(tmp_path / "locale")]),
+                                  FileSource(path=str(tmp_path / "more.tsv"), src_lang="en", tgt_lang="de")],
+                                 [("en", "de"), ("de", "en")])
+    assert [r["kind"] for r in reports] == ["catalogs", "files"]
+    assert reports[0]["records"] == {"en-de": 2, "de-en": 2} and reports[1]["records"] == {"en-de": 1, "de-en": 1}
+    assert len(recs) == 6 and {r["key"] for r in recs} == {"Save", "Quit", "Open file"}

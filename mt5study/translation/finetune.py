@@ -218,3 +218,8 @@ def report_table(study: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no translation results (run the translation step first)")
     return per_pair_table(pd.read_parquet(path))
+
+
+def report_verdict(study: str | Path) -> str:
+    """For the study report: the verdict sentence of a finished study folder (greedy decoding)."""
+    return verdict_text(verdict(pd.read_parquet(Path(study) / "results.parquet")))
