@@ -10,7 +10,8 @@ metrics.jsonl), and the peak over the whole process (VmHWM, polled here; it incl
 gather of the weights for saving). The prediction is `mt5study.memory.estimate` for the run plus
 the measured baseline; the goal is a training peak within 25 % of it.
 
-A watchdog kills a launch (its own process group) whose ranks together exceed --cap-gib, so that
+A watchdog kills a launch (its ranks, then its launchers) whose ranks together exceed --cap-gib, or
+when the machine's available memory falls under 1.5 GiB, so that
 the "before" run, which needed 11.4 GiB per rank here, stops before the kernel's OOM killer acts
 for the whole machine; the record then says `killed_at_cap` with the peaks reached until then.
 
@@ -39,6 +40,7 @@ from mt5study import config, launch, memory, records  # noqa: E402
 PARAMS = ROOT / "params" / "cpu" / "bench_memory.yaml"
 OUT = ROOT / "outputs" / "bench"
 GIB = 2**30
+MIN_AVAILABLE = 3 * GIB // 2  # stop a launch before the machine runs short, whoever uses the memory
 
 
 def _status_kib(pid: int, key: str) -> int:
@@ -85,9 +87,12 @@ def watched_launch(overrides: dict, out: Path, cap_bytes: int, log: Path) -> dic
             pids = _ranks(proc.pid)
             for pid in pids:
                 hwm[pid] = max(hwm.get(pid, 0), _status_kib(pid, "VmHWM") * 1024)
-            if sum(_status_kib(pid, "VmRSS") * 1024 for pid in pids) > cap_bytes:
+            if (sum(_status_kib(pid, "VmRSS") * 1024 for pid in pids) > cap_bytes
+                    or available_bytes() < MIN_AVAILABLE):  # other work shares the machine
                 killed = True
-                os.killpg(proc.pid, signal.SIGKILL)  # the group this script started
+                for pid in pids:  # torchrun starts each rank in its own session: kill them by id
+                    os.kill(pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)  # then the launchers this script started
                 proc.wait()
                 break
             time.sleep(0.2)
@@ -166,6 +171,8 @@ def main() -> None:
         "predicted_with_reduce_bucket_bytes_per_rank": predicted + bucket, "runs": {},
     }
     path = OUT / "memory_mt5-base_zero3.json"
+    if a.only and path.exists():  # keep the other run's record
+        result["runs"] = {k: v for k, v in records.read_json(path).get("runs", {}).items() if k != a.only}
     for name in ([a.only] if a.only else ["after", "before"]):
         cap = int(a.cap_gib * GIB) if a.cap_gib else available_bytes() - 2 * GIB
         out = OUT / f"memory_run_{name}"
