@@ -99,34 +99,49 @@ def build(
     return model
 
 
-# transformers' warning when a checkpoint holds lm_head apart from the shared embedding although
-# MT5Config says "tied" (5.x forces it): the untied head is what mT5 is, so the warning is noise.
-_TIE_WARNING = "both are present in the checkpoints with different values"
+# The encoder's and decoder's own embeddings are absent from a saved mT5 (they are `shared`): with
+# nothing tied, transformers 5 reports them missing (and fills them, to be dropped by
+# share_embeddings). That report, when it lists nothing else, is noise.
+_EMBED_KEYS = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
 
 
-class _DropTieWarning(logging.Filter):
+class _DropEmbedReport(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return _TIE_WARNING not in record.getMessage()
+        msg = record.getMessage()
+        if "LOAD REPORT" not in msg:
+            return True
+        rows = [line.split("|")[0].strip() for line in msg.splitlines() if "|" in line and "MISSING" in line]
+        others = [line for line in msg.splitlines() if "|" in line and "MISSING" not in line
+                  and not line.startswith(("Key", "-"))]
+        return not rows or bool(set(rows) - _EMBED_KEYS) or bool(others)
 
 
 def load_checkpoint(
     source: str | Path, expect: MT5Config | None = None, dropout_rate: float | None = None
 ) -> MT5ForConditionalGeneration:
-    """Load released or saved mT5 weights from a local folder or hub name, checking the shape."""
+    """Load released or saved mT5 weights from a local folder or hub name, checking the shape.
+
+    Loaded with nothing tied (config.tie_word_embeddings=False): transformers 5 would otherwise
+    build the model tied and untie lm_head only if it can see that the file's lm_head.weight and
+    shared.weight differ, which it cannot under ZeRO-3's zero.Init (the partitions are empty), so
+    a released checkpoint would lose its output layer there. The encoder and decoder are then
+    pointed at `shared`.
+    """
+    from transformers import MT5Config
+
     local = Path(source)
     if not local.exists() and (str(source).startswith((".", "/")) or local.suffix):
         raise FileNotFoundError(f"checkpoint {source}: no such folder")
     kwargs: dict[str, Any] = {}
     if dropout_rate is not None:
         kwargs["dropout_rate"] = dropout_rate
-    # transformers 5 builds the model tied (MT5Config forces it), then finds lm_head.weight and
-    # shared.weight both in the file with different values and leaves them untied; the encoder and
-    # decoder embeddings stay tied to `shared`. transformers 4 reads tie_word_embeddings=False.
     hf_logger = logging.getLogger("transformers.modeling_utils")
-    quiet = _DropTieWarning()
+    quiet = _DropEmbedReport()
     hf_logger.addFilter(quiet)
     try:
-        model = MT5ForConditionalGeneration.from_pretrained(str(source), **kwargs)
+        config = MT5Config.from_pretrained(str(source), **kwargs)
+        config.tie_word_embeddings = False  # after construction: 5.x's __post_init__ forces True
+        model, info = MT5ForConditionalGeneration.from_pretrained(str(source), config=config, output_loading_info=True)
     except OSError as e:
         raise FileNotFoundError(f"checkpoint {source}: cannot load mT5 weights: {e}") from e
     finally:
@@ -137,8 +152,15 @@ def load_checkpoint(
         want = {k: getattr(expect, k) for k in keys}
         if got != want:
             raise ValueError(f"checkpoint {source}: architecture {got} does not match the preset {want}")
-    if model.lm_head.weight is model.shared.weight:
+    missing = set(info["missing_keys"])
+    if "lm_head.weight" in missing:
         raise ValueError(f"checkpoint {source}: no separate output layer (lm_head.weight); mT5's is untied")
+    if "shared.weight" in missing:  # a file that names the embedding only by the encoder's key
+        if "encoder.embed_tokens.weight" in missing:
+            raise ValueError(f"checkpoint {source}: no input embedding (shared.weight)")
+        model.shared = model.encoder.embed_tokens
+    if missing - _EMBED_KEYS - {"shared.weight"}:
+        raise ValueError(f"checkpoint {source}: weights missing: {sorted(missing - _EMBED_KEYS - {'shared.weight'})}")
     share_embeddings(model)
     fp32_head_(model)
     _check_untied(model)
