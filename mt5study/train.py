@@ -90,6 +90,7 @@ class _Run:
     start_example: int = 0  # position in the example stream where this attempt starts
     tokens_seen: int = 0
     prior_wall: float = 0.0  # seconds spent by earlier attempts of a resumed run
+    stopper: _Stop | None = None  # set on SIGUSR1/SIGTERM: checkpoint and stop after the step
 
     @property
     def main(self) -> bool:
@@ -112,6 +113,9 @@ def train(params: TrainParams, out_dir: str | Path, resume: bool = False, overwr
     """Run training in this process (one rank of the launch); return the process exit code."""
     out = Path(out_dir)
     run = params.run
+    # From here on a SIGUSR1/SIGTERM is kept, not lost: the ranks start with SIGUSR1 ignored
+    # (launch.call_forwarding_signals), so a warning during start-up would otherwise vanish.
+    stopper = _Stop()
     # Bad input first: nothing below writes to `out` until the folder is prepared.
     refuse_completed(out, overwrite)
     checkpoints.check_pretrained(params)
@@ -124,7 +128,7 @@ def train(params: TrainParams, out_dir: str | Path, resume: bool = False, overwr
         raise config.ConfigError(
             f"run.nodes x run.processes_per_node = {run.world_size} but {accelerator.num_processes} processes were launched"
         )
-    r = _Run(accelerator, params, out, t_start=time.perf_counter())
+    r = _Run(accelerator, params, out, t_start=time.perf_counter(), stopper=stopper)
     unsupported = _unsupported_reason(run.precision, accelerator.device)
     if unsupported is None:
         _build(r, ds_config)
@@ -269,7 +273,7 @@ def _step_loop(r: _Run, stop_at_step: int | None) -> int:
     flops_per_step = global_batch * model_lib.flops_per_example(
         params.model.preset, dcfg.input_length, dcfg.target_length, r.vocab)
     peak_flops = run.peak_tflops_per_device * 1e12 * world if run.peak_tflops_per_device else None
-    eval_steps, stopper, flag_group = set(run.eval_steps), _Stop(), _cpu_group()
+    eval_steps, stopper, flag_group = set(run.eval_steps), r.stopper or _Stop(), _cpu_group()
     engine, scheduler = r.engine, r.scheduler
 
     engine.train()
