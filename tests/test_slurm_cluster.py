@@ -266,7 +266,7 @@ def test_real_trainer_is_preempted_requeued_and_resumes_exactly(cluster, tmp_pat
     _wait_until(lambda: len(records.read_metrics(out / "metrics.jsonl")) >= 3, 420, "the first logged steps")  # s; 210 s seen on 2 busy cores
     subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True)
     summary = out / "summary.json"
-    _wait_until(lambda: summary.exists() and records.read_json(summary)["status"] == "completed", 300,
+    _wait_until(lambda: summary.exists() and records.read_json(summary)["status"] == "completed", 600,
                 "the requeued run to complete")
     (job,) = _wait_done(job_id, 60)
     text = log.read_text()
