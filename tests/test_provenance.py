@@ -239,12 +239,22 @@ def test_unhashable_inputs_rerun_and_never_match(tmp_path, trainer, capsys):
     runner.run_trial(out, tiny, {"data.path": str(etl)})
     (etl / "manifest.json").unlink()  # the recorded data no longer exists
     trainer.clear()
-    with pytest.raises(records.InputsError, match="no manifest.json"):  # the stand-in needs them too
-        runner.run_trial(out, tiny, {"data.path": str(etl)}, keep_stale=False)
-    out_text = capsys.readouterr().out
-    assert "[rerun]" in out_text and "inputs cannot be named: data.path=" in out_text
+    with pytest.raises(records.InputsError, match="no manifest.json"):  # a finished run: a named error
+        runner.run_trial(out, tiny, {"data.path": str(etl)})
+    assert records.read_json(out / "summary.json")["status"] == "completed"  # the folder is untouched
     runner.run_trial(out, tiny, {"data.path": str(etl)}, keep_stale=True)  # kept only when asked, and marked
-    assert records.stale_mark(out).startswith("inputs cannot be named")
+    assert records.stale_mark(out).startswith("inputs cannot be named") and trainer == []
+    fresh = runner.run_trial(tmp_path / "new", tiny, {"model.checkpoint": str(tmp_path / "gone")})
+    assert fresh["status"] == "failed" and "InputsError" in fresh["error"] and "gone" in fresh["error"]
+    assert trainer == []  # nothing launched for a run that cannot name its inputs
+
+
+def test_last_error_names_the_rank_exception_not_the_launcher():
+    from mt5study.studies import runner
+
+    log = ("[rank0]: Traceback (most recent call last):\n[rank0]: ValueError: checkpoint /x: bad\n"
+           "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n")
+    assert runner._last_error(log) == "ValueError: checkpoint /x: bad"
 
 
 def test_an_etl_output_names_the_data_sha_its_training_runs_record(tmp_path):

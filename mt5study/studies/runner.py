@@ -19,6 +19,7 @@ A preempted trial resumes from its checkpoint (when nothing changed); a failed o
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,14 @@ def run_trial(out: Path, base_path: Path, overrides: dict[str, Any], redo: bool 
     resumable = (out / "checkpoints").exists()
     try:
         wanted = records.run_inputs(params, out)
-    except records.InputsError as e:  # the launch will fail on it too, and record why
+    except records.InputsError as e:
+        finished = bool(prior) and prior.get("status") in FINISHED
+        if finished and not keep_stale:
+            raise  # a finished run whose inputs are gone: a named error, never a silent reuse
+        if not finished:  # nothing to keep: record why it cannot run (the study goes on)
+            records.write_json_atomic(summary_path, {"status": "failed", "error": f"InputsError: {e}"})
+            records.record_decision(out, "trained", [f"inputs cannot be named: {e}"])
+            return records.read_json(summary_path)
         wanted, reasons = None, [f"inputs cannot be named: {e}"]
     else:
         reasons = records.stale_reasons(out, config.to_dict(params), wanted) if prior or resumable else []
@@ -84,7 +92,10 @@ def run_trial(out: Path, base_path: Path, overrides: dict[str, Any], redo: bool 
 
 
 def _last_error(log: str) -> str:
-    lines = [ln for ln in log.splitlines() if "Error" in ln or "error:" in ln]
+    """The last exception line of a rank (not the launcher's ChildFailedError), without its prefix."""
+    named = [re.sub(r"^\[rank\d+\]:\s*", "", ln.strip()) for ln in log.splitlines()
+             if re.search(r"\w+(Error|Exception): \S", ln) and "ChildFailedError" not in ln]
+    lines = named or [ln for ln in log.splitlines() if "Error" in ln or "error:" in ln]
     return lines[-1].strip()[:500] if lines else "launch failed (see launch.log)"
 
 
