@@ -153,6 +153,7 @@ KINDS: dict[str, str] = {
     "study": "mt5study.studies.config:StudyParams",
     "pipeline": "mt5study.pipeline:PipelineParams",
     "qa": "mt5study.qa.config:QAParams",
+    "translation": "mt5study.translation.config:TranslationParams",
 }
 
 

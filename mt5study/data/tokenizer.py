@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import os
 import re
 import warnings
@@ -86,8 +87,13 @@ def save_t5_tokenizer(spm_model: Path, out_dir: Path, extra_ids: int = 100) -> A
     with warnings.catch_warnings():  # "byte fallback not implemented": switched on below
         warnings.simplefilter("ignore", UserWarning)
         # add_prefix_space: SentencePiece's dummy "▁" before the text (else the converter drops it)
-        fast = T5TokenizerFast(
-            vocab_file=str(spm_model), extra_ids=extra_ids, legacy=True, from_slow=True, add_prefix_space=True
+        # transformers 5 ignores `vocab_file=` in the constructor (the tokenizer comes out with
+        # only its special tokens); loading a folder that holds spiece.model converts it.
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if spm_model.resolve() != (out_dir / "spiece.model").resolve():
+            shutil.copyfile(spm_model, out_dir / "spiece.model")
+        fast = T5TokenizerFast.from_pretrained(
+            str(out_dir), extra_ids=extra_ids, legacy=True, from_slow=True, add_prefix_space=True
         )
     hf_logging.set_verbosity(verbosity)
     fast.save_pretrained(str(out_dir))
@@ -97,6 +103,10 @@ def save_t5_tokenizer(spm_model: Path, out_dir: Path, extra_ids: int = 100) -> A
     config_file = out_dir / "tokenizer_config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
     config.pop("add_prefix_space", None)
+    config.pop("from_slow", None)  # transformers 5 would convert spiece.model again on load
+    # transformers 5's T5Tokenizer rebuilds its Unigram model from the vocabulary alone (byte
+    # fallback off, its own pre-tokenizer); the generic fast class runs tokenizer.json as saved.
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
     config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return T5TokenizerFast.from_pretrained(str(out_dir))
 
