@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mt5study.config import ConfigError, TrainParams
+from mt5study.memory import reduce_bucket_elements
 from mt5study.records import read_json
 
 # Exit codes of `mt5study train` (also read by the Slurm batch script).
@@ -35,7 +36,10 @@ def deepspeed_config(params: TrainParams) -> dict[str, Any]:
     run, optim = params.run, params.optim
     zero: dict[str, Any] = {"stage": run.zero_stage}
     if run.zero_stage >= 1:
-        zero.update(overlap_comm=True, contiguous_gradients=True)
+        # The reduce bucket is sized from the model (memory.reduce_bucket_elements), not
+        # DeepSpeed's default 5e8 elements, which allocates 1.86 GiB per rank in fp32.
+        zero.update(overlap_comm=True, contiguous_gradients=True,
+                    reduce_bucket_size=reduce_bucket_elements(params.model.preset))
     if run.zero_stage == 3:
         # Gather the full 16-bit weights on save: without it ZeRO-3 saves empty or partial
         # weights (DeepSpeed #3841, accelerate #3316).

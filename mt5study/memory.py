@@ -9,8 +9,9 @@ gradients (before reduce-scatter) at a time; that working set is counted as the 
 the convention of DeepSpeed's own estimator (`deepspeed.runtime.zero.stage3`). Offload follows
 ZeRO-Offload (Ren et al. 2021): the optimizer states and the fp32 gradient partition that the CPU
 Adam step reads move to host memory, and with "optimizer+params" (ZeRO-3 only) the 16-bit
-parameter partition too. Not modelled: communication buckets (reduce_bucket_size,
-allgather_bucket_size, stage3_prefetch_bucket_size, up to stage3_max_live_parameters gathered at
+parameter partition too. The gradient reduce bucket is counted (`buffers`, as configured by
+`reduce_bucket_elements`). Not modelled: other communication buckets (allgather_bucket_size,
+stage3_prefetch_bucket_size, up to stage3_max_live_parameters gathered at
 once), the CUDA context and allocator fragmentation; `fits_table` leaves headroom for them.
 
 Activations are counted tensor by tensor for the Hugging Face MT5 implementation (in the spirit of
@@ -107,6 +108,16 @@ def model_state_bytes(preset: str, zero_stage: int, precision: str, n_gpus: int,
             "optimizer_states": round(opt), "cpu": round(cpu)}
 
 
+def reduce_bucket_elements(preset: str) -> int:
+    """Elements of ZeRO's gradient reduce bucket as mt5study configures it (launch.deepspeed_config).
+
+    Accelerate's "auto" sizes it d_model**2; the floor of 2**22 elements keeps the small presets
+    at one or two reductions per step over gloo. DeepSpeed's own default (5e8 elements) would
+    allocate a 1.86 GiB fp32 buffer per rank up front (measured with mt5-base on CPU).
+    """
+    return max(PRESETS[preset]["d_model"] ** 2, 2**22)
+
+
 def activation_breakdown(preset: str, precision: str, micro_batch: int, input_length: int,
                          target_length: int, activation_checkpointing: bool = False) -> dict[str, int]:
     """Activation bytes per GPU by part (encoder, decoder, head, ...) for one micro-batch.
@@ -189,6 +200,8 @@ def estimate(preset: str, zero_stage: int, precision: str, n_gpus: int, micro_ba
     cpu = out.pop("cpu")
     out["activations"] = activation_bytes(preset, precision, micro_batch, input_length,
                                           target_length, activation_checkpointing)
+    # ZeRO >= 1 with contiguous gradients allocates its reduce bucket once, in the gradient dtype.
+    out["buffers"] = reduce_bucket_elements(preset) * STATE_BYTES[precision][1] if zero_stage >= 1 else 0
     out["total"] = sum(out.values())
     if offload is not None:
         out["cpu"] = cpu  # host bytes per GPU rank (times GPUs per node for a node's need)

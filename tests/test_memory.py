@@ -117,7 +117,7 @@ def test_offload_moves_states_to_host():
 def test_every_preset_and_precision(preset, precision):
     e1 = memory.estimate(preset, 3, precision, 4, 1, 128, 32)
     e4 = memory.estimate(preset, 3, precision, 4, 4, 128, 32)
-    assert set(e1) == {"parameters", "gradients", "optimizer_states", "activations", "total"}
+    assert set(e1) == {"parameters", "gradients", "optimizer_states", "activations", "buffers", "total"}
     assert e1["total"] == sum(v for k, v in e1.items() if k != "total")
     assert e4["activations"] == 4 * e1["activations"]  # linear in micro-batch
     assert states(e4) == states(e1)  # model states do not depend on it
