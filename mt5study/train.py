@@ -214,12 +214,15 @@ def _write_run_records(r: _Run, ds_config: dict[str, Any], resume: bool, overwri
     """Prepare the run folder and write config.json, deepspeed_config.json, env.json, inputs.json."""
     acc, out = r.accelerator, r.out
     if r.main:
+        # Inputs named first: data, tokenizer or checkpoint that cannot be hashed is an
+        # InputsError before the folder is touched (the launcher then stops the other ranks).
+        inputs = records.run_inputs(r.params, out)
         prepare_folder(out, r.params, resume, overwrite)
         records.write_json_atomic(out / "config.json", config.to_dict(r.params))
         records.write_json_atomic(out / "deepspeed_config.json", ds_config)
         records.write_json_atomic(out / "env.json", records.environment(
             world_size=acc.num_processes, device=str(acc.device), distributed_type=str(acc.distributed_type)))
-        records.write_json_atomic(out / "inputs.json", records.run_inputs(r.params, out))
+        records.write_json_atomic(out / "inputs.json", inputs)
         if restored:  # drop metric lines written after the checkpoint: they will be redone
             rows = [row for row in records.read_metrics(out / "metrics.jsonl") if row["step"] <= r.start_step]
             records.rewrite_metrics(out / "metrics.jsonl", rows)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the study and its tests need on a fresh machine:
-#   - as root on Debian/Ubuntu: the apt packages (translated manual pages for the default corpus,
-#     groff to render them; Slurm for the cluster tests);
+#   - as root on Debian/Ubuntu: the apt packages (translated manual pages for the default corpus
+#     and groff to render them; the gettext catalogs the translation study reads as parallel
+#     text; Slurm for the cluster tests);
 #   - a virtual environment with torch first (2.13.0; the CPU wheel where one is on disk), then
 #     the project and its dev extra pinned by requirements-lock.txt (the exact set CI installs).
 set -euo pipefail
@@ -11,6 +12,7 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   bash scripts/install_manpages.sh          # the default corpus: translated manual pages + groff
+  bash scripts/install_catalogs.sh          # parallel text for translation: gettext catalogs
   # Headless Chromium checks the published site (mt5study.site.check); Slurm's packages are
   # installed by scripts/slurm/start_local_cluster.sh when a test starts the cluster.
   if ! command -v chromedriver >/dev/null; then

@@ -270,6 +270,10 @@ class FilesReader(Source):
             "kind": self.kind,
             "path": str(Path(self.cfg.path).resolve()),
             "files": {k: [str(p.relative_to(self.cfg.path)) for p in v] for k, v in self._files().items()},
+            # (bytes, mtime in ns) per file: a file edited in place under the same name is a
+            # changed input, so the ETL output built from it is not reused.
+            "file_stats": {str(p.relative_to(self.cfg.path)): [p.stat().st_size, p.stat().st_mtime_ns]
+                           for v in self._files().values() for p in v},
         }
 
 

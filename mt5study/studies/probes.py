@@ -22,7 +22,8 @@ from mt5study.studies.config import StudyParams, resolve
 from mt5study.studies.runner import run_trial, study_dir
 
 
-def lr_range_test(params: StudyParams, source: str, out_dir: str | Path | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def lr_range_test(params: StudyParams, source: str, out_dir: str | Path | None = None,
+                  keep_stale: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Run the LR range test of the study's base run; return the curve and suggested rates."""
     study = params.study
     if study.lr_range is None:
@@ -35,7 +36,7 @@ def lr_range_test(params: StudyParams, source: str, out_dir: str | Path | None =
     base_path = resolve(study.base)
     config.load(base_path, ov)  # validate before launching
     out = study_dir(params, out_dir) / "lr_range"
-    run_trial(out, base_path, ov)
+    run_trial(out, base_path, ov, keep_stale=keep_stale)
     curve = pd.DataFrame(records.read_metrics(out / "metrics.jsonl"))[["step", "lr", "loss"]]
     return curve, suggest_lr(curve)
 

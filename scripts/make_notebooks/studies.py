@@ -98,7 +98,7 @@ print(params.study.name, "->", dict(params.study.axes), "budget", params.study.b
 """),
     md("## 1. LR range test"),
     code("""
-curve, suggestion = probes.lr_range_test(params, params_path, out_dir)
+curve, suggestion = probes.lr_range_test(params, params_path, out_dir, keep_stale=keep_stale)
 print({k: float(f"{v:.3g}") for k, v in suggestion.items()})
 """),
     code("fig = figures.lr_range_plot(curve, suggestion)"),
