@@ -36,6 +36,15 @@ FP32 = 4  # bytes
 # mixed precision: 16-bit params and grads, fp32 master copy + momentum + variance;
 # fp32: params and grads in fp32, momentum + variance.
 STATE_BYTES = {"fp32": (4, 4, 8), "bf16": (2, 2, 12), "fp16": (2, 2, 12)}
+# Under ZeRO >= 1 DeepSpeed keeps a separate fp32 master partition in fp32 training too, so its
+# optimizer states are 12 bytes per parameter (master + momentum + variance) in every precision:
+# ZeRO-1/2 clone it unconditionally (deepspeed/runtime/zero/stage_1_and_2.py, DeepSpeed 0.19:
+# `weights_partition = ...detach().clone().to(..., dtype=self.master_weights_and_grads_dtype)`);
+# ZeRO-3's `_create_fp32_partitions` (stage3.py) would reuse an fp32 partition only when
+# `tensor.device == self.device`, but self.device is a string ('cpu', 'cuda:0') and a
+# torch.device never equals a string in torch 2.13, so it takes `converted.clone().detach()`.
+# Measured with mt5-base on 2 CPU ranks: +1.08 GiB per rank in `_create_fp32_partitions`.
+ZERO_FP32_OPTIMIZER_BYTES = 12
 # Elements saved per d_ff-wide position by the gated feed-forward: wi_0 output (GELU input), three
 # intermediates of transformers' `NewGELUActivation` (written out in Python ops: the tanh output,
 # 0.5*x and 1+tanh are saved by autograd), the GELU output, wi_1 output, and their product (the
@@ -84,6 +93,8 @@ def model_state_bytes(preset: str, zero_stage: int, precision: str, n_gpus: int,
     _check(preset, precision, zero_stage, n_gpus, offload)
     n_params = count_parameters(preset)
     b_param, b_grad, b_opt = STATE_BYTES[precision]
+    if zero_stage >= 1:
+        b_opt = ZERO_FP32_OPTIMIZER_BYTES  # DeepSpeed's own fp32 master copy (see above)
     # A quantity partitioned over the data-parallel group costs 1/n_gpus of its size per GPU.
     share = {True: 1.0 / n_gpus, False: 1.0}
     params = b_param * n_params * share[zero_stage >= 3]
@@ -122,32 +133,39 @@ def activation_breakdown(preset: str, precision: str, micro_batch: int, input_le
                          target_length: int, activation_checkpointing: bool = False) -> dict[str, int]:
     """Activation bytes per GPU by part (encoder, decoder, head, ...) for one micro-batch.
 
-    Counted per example, then times micro_batch; p = bytes of the compute dtype. Per layer:
-    - RMS norm: its input and normalised output (2p per d_model element); in 16-bit, MT5LayerNorm
-      also keeps an fp32 copy of its input for the variance (+4).
-    - attention: Q, K, V (3 x heads*d_kv, saved by the two batched matmuls), the softmax
-      probabilities (heads x L_q x L_k; transformers runs softmax in fp32 and keeps that output,
-      plus, in 16-bit, its cast copy for the value product), the attention output (input of o).
-    - cross-attention (decoder): Q on the L_t side, K and V of the encoder output (each decoder
-      layer has its own projections), probabilities heads x L_t x L_i.
+    Follows transformers 5's MT5 (SDPA attention, non-reentrant block checkpointing) with
+    mt5study's float32 output layer (`model.Float32Linear`). Counted per example, then times
+    micro_batch, except `head_weight`; p = bytes of the compute dtype. Per layer:
+    - RMS norm: its input, normalised output and output (the input of the next linear), 3p per
+      d_model element; in 16-bit, MT5LayerNorm also keeps an fp32 copy of its input (+4).
+    - self-attention: the learned position bias is SDPA's attn_mask and needs a gradient, which
+      sends SDPA to its math path. On CPU that path computes 16-bit inputs in fp32 and keeps Q, K,
+      V (3 x heads*d_kv, fp32) and the softmax probabilities (heads x L_q x L_k, fp32), plus the
+      attention output (input of o, p).
+    - cross-attention (decoder): its position bias is zeros that need no gradient, so SDPA's fused
+      kernel keeps Q, its output (p), K and V of the encoder output (each decoder layer has its own
+      projections) and the log-sum-exp (heads x L_t, fp32). Under checkpointing transformers makes
+      those zeros require a gradient: the math path again (fp32 Q, K, V, probabilities).
     - gated feed-forward: FFN_SAVED tensors d_ff wide per position.
     The residual stream is the norm's input, so residual adds add nothing. Once per stack: the
-    relative position bias plus mask, heads x L_q x L_k per example (alive for the whole forward
-    when an attention mask is passed; without one it is shared by the batch). Head: the logits
-    L_t x vocab in the compute dtype and the fp32 log-probabilities kept by the loss (logits
-    upcast for a stable loss; transformers' own loss on a 16-bit model keeps 16-bit ones), and,
-    as `loss_backward`, the fp32 gradient of those log-probabilities, which backward creates
-    first, while everything above is still held: that moment is the activation peak.
-    With activation checkpointing only each layer's input (d_model per position) is kept, plus one
-    layer recomputed in backward; the head and norms outside the layers are not checkpointed.
+    relative position bias, heads x L_q x L_k, counted per example: with padding, SDPA's mask is
+    `torch.where(mask, bias, -inf)`, batch x heads x L_q x L_k (without padding it is shared by
+    the batch and this over-counts). Head: the fp32 logits and the fp32 log-probabilities kept by
+    the loss, L_t x vocab x 8 bytes, and in 16-bit the fp32 copy of the head's input; as
+    `head_weight` (per micro-batch, not per example), the fp32 copy of a 16-bit lm_head weight
+    that `Float32Linear` saves for backward (vocab x d_model x 4; 3.8 GiB for mt5-xxl); as
+    `loss_backward`, the fp32 gradient of the log-probabilities, which backward creates first,
+    while everything above is still held: that moment is the activation peak.
+    With activation checkpointing only each block's input (d_model per position) is kept, plus one
+    block recomputed in backward; the head and norms outside the blocks are not checkpointed.
     (The loss gradient and a block's recompute are not alive at the same moment; adding both
-    errs on the safe side.) Against the tensors autograd saves for `tiny` and `mini` on CPU the
-    count is 3-10 % low (tests/test_memory.py); at mT5 sizes it has not been measured on a GPU.
+    errs on the safe side.) Checked against the tensors autograd saves for `tiny` and `mini` on
+    CPU (tests/test_memory.py); at mT5 sizes it has not been measured on a GPU.
 
     Known to be loose: allocator fragmentation and short-lived temporaries inside an op are not
-    counted; no dropout (mT5 pretrains without; dropout adds a 1-byte mask per element); a model
-    whose wo is kept in fp32 saves its input in fp32; a loss computed in 16-bit halves the head's
-    log-probability term; flash/SDPA attention would not keep the L x L probabilities at all.
+    counted; no dropout (mT5 pretrains without; dropout adds a 1-byte mask per element); on a GPU,
+    SDPA's memory-efficient kernel keeps no L x L probabilities but keeps the bias per layer,
+    and computes 16-bit inputs in 16-bit, so this CPU-shaped count is high there.
     """
     _check(preset, precision)
     _positive(micro_batch=micro_batch, input_length=input_length, target_length=target_length)
@@ -157,21 +175,28 @@ def activation_breakdown(preset: str, precision: str, micro_batch: int, input_le
     li, lt = input_length, target_length
     p = PRECISIONS[precision]
     mixed = p < FP32
-    norm_b = 2 * p + (FP32 if mixed else 0)  # bytes per d_model element of one RMS norm
-    prob_b = FP32 + (p if mixed else 0)  # bytes per attention probability
+    norm_b = 3 * p + (FP32 if mixed else 0)  # bytes per d_model element of one RMS norm
 
-    def self_attention(length: int) -> int:
-        return length * d * norm_b + 4 * a * length * p + h * length * length * prob_b
+    def self_attention(length: int) -> int:  # SDPA math path: fp32 Q, K, V and probabilities
+        return length * d * norm_b + 3 * a * length * FP32 + h * length * length * FP32 + a * length * p
+
+    def cross_attention(math_path: bool) -> int:
+        if math_path:
+            kept = 2 * a * li * FP32 + a * lt * FP32 + h * lt * li * FP32
+        else:  # fused kernel: Q, output, K, V in the compute dtype, fp32 log-sum-exp
+            kept = 2 * a * li * p + 2 * a * lt * p + h * lt * FP32
+        return lt * d * norm_b + kept + a * lt * p  # + the input of o
 
     def ffn(length: int) -> int:
         return length * d * norm_b + FFN_SAVED * f * length * p
 
     enc_layer = self_attention(li) + ffn(li)
-    cross = lt * d * norm_b + 2 * a * lt * p + 2 * a * li * p + h * lt * li * prob_b
-    dec_layer = self_attention(lt) + cross + ffn(lt)
-    position_bias = h * (li * li + lt * lt + lt * li) * p  # one per stack, compute dtype
+    dec_layer = self_attention(lt) + cross_attention(activation_checkpointing) + ffn(lt)
+    position_bias = h * (li * li + lt * lt + lt * li) * p  # one per stack, see above
     final_norms = (li + lt) * d * norm_b
-    head = lt * v * (p + FP32)  # logits in the compute dtype, fp32 log-probs kept by the loss
+    # fp32 logits and log-probs; in 16-bit the head upcasts its input (L_t x d_model x 4).
+    head = lt * v * 2 * FP32 + (lt * d * FP32 if mixed else 0)
+    head_weight = v * d * FP32 if mixed else 0  # Float32Linear's fp32 copy of the weight
     loss_backward = lt * v * FP32  # fp32 gradient of the log-probs, first thing backward makes
     if activation_checkpointing:
         encoder, decoder = n * li * d * p, n * lt * d * p  # each block's input only
@@ -181,7 +206,9 @@ def activation_breakdown(preset: str, precision: str, micro_batch: int, input_le
     parts = {"encoder": encoder, "decoder": decoder, "recompute": recompute,
              "position_bias": position_bias, "final_norms": final_norms, "head": head,
              "loss_backward": loss_backward}
-    return {k: int(val) * micro_batch for k, val in parts.items()}
+    out = {k: int(val) * micro_batch for k, val in parts.items()}
+    out["head_weight"] = head_weight
+    return out
 
 
 def activation_bytes(preset: str, precision: str, micro_batch: int, input_length: int,
