@@ -44,6 +44,12 @@ def deepspeed_config(params: TrainParams) -> dict[str, Any]:
         # Gather the full 16-bit weights on save: without it ZeRO-3 saves empty or partial
         # weights (DeepSpeed #3841, accelerate #3316).
         zero["stage3_gather_16bit_weights_on_model_save"] = True
+        # The optimizer step runs per sub-group of this rank's flat partition, and each sub-group
+        # costs a flattened copy of its gradients (stage3.py `_prepare_fp32_grad_for_sub_group`)
+        # and AdamW's sqrt(v) temporary while it steps. DeepSpeed's default 1e9 elements makes
+        # the whole partition one sub-group (+2.2 GiB per rank for mt5-base on 2 ranks); 2**25
+        # elements (128 MiB each in fp32) bounds them. Adam is elementwise: same update.
+        zero["sub_group_size"] = 2**25
     if run.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     if run.offload_params:

@@ -22,7 +22,12 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opt
         (no_decay if ndim < 2 or "relative_attention_bias" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+        # foreach=True: on CPU torch defaults to the single-tensor loop, whose update
+        # (exp_avg_sq.sqrt() / bias_correction2_sqrt) keeps two temporaries the size of a tensor
+        # alive at once; the multi-tensor path divides and adds eps in place (one temporary), the
+        # same operations in the same order. Under ZeRO the "tensor" is DeepSpeed's flat fp32
+        # partition of a whole parameter group: 1.08 GiB per rank for mt5-base on 2 ranks.
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True)
     from transformers.optimization import Adafactor
 
     return Adafactor(groups, lr=cfg.lr, scale_parameter=False, relative_step=False, warmup_init=False)

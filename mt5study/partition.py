@@ -51,7 +51,30 @@ def build(params: TrainParams, vocab_size: int, ds_config: dict[str, Any], parti
     model_lib.share_embeddings(net)
     replay_init(net, model_lib.init_passes(net, scheme), children=False)  # own weights only
     model_lib.fp32_head_(net)
+    release_freed_memory()
     return net
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap memory that the construction freed back to the OS (glibc's malloc_trim).
+
+    Construction allocates each module whole, partitions it and frees it; the replay gathers every
+    module in full and frees it again. glibc keeps freed blocks below its mmap threshold (which
+    grows to 32 MiB once a large block is freed) in its heaps, so RSS stays up to ~1 GiB per rank
+    above the live tensors for mt5-base (measured on CPU). Returns whether the call was made.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        libc = None
+    if libc is None or not hasattr(libc, "malloc_trim"):  # not glibc: nothing to do
+        return False
+    libc.malloc_trim(0)
+    return True
 
 
 def zero3_registered() -> bool:

@@ -156,19 +156,15 @@ def main() -> None:
     est = memory.estimate(params.model.preset, run.zero_stage, run.precision, run.world_size, run.micro_batch,
                           d.input_length, d.target_length)
     base = baseline()
+    # memory.estimate counts DeepSpeed's fp32 master partition (optimizer_states) and its reduce
+    # bucket (buffers); the baseline adds the interpreter, libraries and process group.
     predicted = est["total"] + max(base)
-    # Not in memory.estimate: DeepSpeed's reduce bucket, allocated whole at engine start when
-    # contiguous_gradients is on (stage3.py: torch.empty(reduce_bucket_size) per gradient dtype).
-    zero = launch.deepspeed_config(params)["zero_optimization"]
-    bucket = (zero.get("reduce_bucket_size", 500_000_000) * memory.PRECISIONS[run.precision]
-              if zero.get("contiguous_gradients") else 0)  # DeepSpeed's default: 5e8 elements
     result = {
         "machine": f"{os.cpu_count()} CPUs, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GIB:.1f} GiB "
                    "(cores and memory shared with other work during the run)",
         "params": str(PARAMS.relative_to(ROOT)), "preset": params.model.preset, "world_size": run.world_size,
         "estimate_bytes": est, "baseline_bytes_per_rank": base,
-        "predicted_bytes_per_rank": predicted, "reduce_bucket_bytes": bucket,
-        "predicted_with_reduce_bucket_bytes_per_rank": predicted + bucket, "runs": {},
+        "predicted_bytes_per_rank": predicted, "runs": {},
     }
     path = OUT / "memory_mt5-base_zero3.json"
     if a.only and path.exists():  # keep the other run's record
@@ -182,12 +178,11 @@ def main() -> None:
         if peaks:
             rec["ratio_to_prediction"] = max(peaks) / predicted
             rec["within_25_percent"] = abs(max(peaks) / predicted - 1) <= 0.25
-            rec["ratio_to_prediction_with_reduce_bucket"] = max(peaks) / (predicted + bucket)
         result["runs"][name] = rec
         records.write_json_atomic(path, result)
     print(json.dumps(result, indent=2))
     print(f"\npredicted per rank: estimate {est['total'] / GIB:.2f} GiB + baseline {max(base) / GIB:.2f} GiB "
-          f"= {predicted / GIB:.2f} GiB (+ reduce bucket {bucket / GIB:.2f} GiB = {(predicted + bucket) / GIB:.2f})")
+          f"= {predicted / GIB:.2f} GiB")
     for name, rec in result["runs"].items():
         tp = rec["train_peak_bytes_per_rank"] or []
         pp = rec["process_peak_bytes_per_rank"]
