@@ -46,15 +46,6 @@ STATE_BYTES = {"fp32": (4, 4, 8), "bf16": (2, 2, 12), "fp16": (2, 2, 12)}
 # torch.device never equals a string in torch 2.13, so it takes `converted.clone().detach()`.
 # Measured with mt5-base on 2 CPU ranks: +1.08 GiB per rank in `_create_fp32_partitions`.
 ZERO_FP32_OPTIMIZER_BYTES = 12
-# Under ZeRO >= 1 DeepSpeed keeps a separate fp32 master partition in fp32 training too, so its
-# optimizer states are 12 bytes per parameter (master + momentum + variance) in every precision:
-# ZeRO-1/2 clone it unconditionally (deepspeed/runtime/zero/stage_1_and_2.py, DeepSpeed 0.19:
-# `weights_partition = ...detach().clone().to(..., dtype=self.master_weights_and_grads_dtype)`);
-# ZeRO-3's `_create_fp32_partitions` (stage3.py) would reuse an fp32 partition only when
-# `tensor.device == self.device`, but self.device is a string ('cpu', 'cuda:0') and a
-# torch.device never equals a string in torch 2.13, so it takes `converted.clone().detach()`.
-# Measured with mt5-base on 2 CPU ranks: +1.08 GiB per rank in `_create_fp32_partitions`.
-ZERO_FP32_OPTIMIZER_BYTES = 12
 # Elements saved per d_ff-wide position by the gated feed-forward: wi_0 output (GELU input), three
 # intermediates of transformers' `NewGELUActivation` (written out in Python ops: the tanh output,
 # 0.5*x and 1+tanh are saved by autograd), the GELU output, wi_1 output, and their product (the
@@ -103,8 +94,6 @@ def model_state_bytes(preset: str, zero_stage: int, precision: str, n_gpus: int,
     _check(preset, precision, zero_stage, n_gpus, offload)
     n_params = count_parameters(preset)
     b_param, b_grad, b_opt = STATE_BYTES[precision]
-    if zero_stage >= 1:
-        b_opt = ZERO_FP32_OPTIMIZER_BYTES  # DeepSpeed's own fp32 master copy (see above)
     if zero_stage >= 1:
         b_opt = ZERO_FP32_OPTIMIZER_BYTES  # DeepSpeed's own fp32 master copy (see above)
     # A quantity partitioned over the data-parallel group costs 1/n_gpus of its size per GPU.
