@@ -118,8 +118,9 @@ from mt5study import config, launch, train
 params = config.load(sys.argv[1])
 acc = train._accelerator(launch.deepspeed_config(params), zero3_init=True)  # process group, no model
 acc.wait_for_everyone()
-print("BASELINE", json.dumps({"rank": acc.process_index,
-                              "rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+from pathlib import Path  # one file per rank: two ranks printing at once interleave their lines
+Path(sys.argv[2], f"baseline_rank{acc.process_index}.json").write_text(json.dumps(
+    {"rank": acc.process_index, "rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 
 
@@ -128,10 +129,12 @@ def baseline() -> list[int]:
     script = OUT / "baseline_probe.py"
     script.write_text(BASELINE)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", str(launch.free_port()), str(script), str(PARAMS)]
+           "--master_port", str(launch.free_port()), str(script), str(PARAMS), str(OUT)]
+    for old in OUT.glob("baseline_rank*.json"):
+        old.unlink()
     r = subprocess.run(cmd, capture_output=True, text=True, env=launch.launch_env(2), timeout=600)
     script.unlink()
-    found = [json.loads(line.split("BASELINE", 1)[1]) for line in r.stdout.splitlines() if "BASELINE" in line]
+    found = [json.loads(f.read_text()) for f in sorted(OUT.glob("baseline_rank*.json"))]
     if r.returncode != 0 or len(found) != 2:
         raise RuntimeError(f"baseline probe failed:\n{r.stderr[-3000:]}")
     return [d["rss_bytes"] for d in sorted(found, key=lambda d: d["rank"])]
