@@ -50,6 +50,12 @@ def deepspeed_config(params: TrainParams) -> dict[str, Any]:
         # the whole partition one sub-group (+2.2 GiB per rank for mt5-base on 2 ranks); 2**25
         # elements (128 MiB each in fp32) bounds them. Adam is elementwise: same update.
         zero["sub_group_size"] = 2**25
+        # Release each module's gathered weights after use: with DeepSpeed's default reuse
+        # distance (1e9 elements) a weight used again within that many elements (mT5's shared
+        # embedding: encoder, then decoder) stays gathered from step 2 on, once its trace knows
+        # the order. mt5-base on 2 CPU ranks peaked 1.9 GiB per rank higher at step 2 than at
+        # step 1 with the default. Only when weights are gathered changes, not the numbers.
+        zero["stage3_max_reuse_distance"] = 0
     if run.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     if run.offload_params:
