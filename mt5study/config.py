@@ -25,7 +25,9 @@ class ConfigError(ValueError):
 from mt5study.sections import Section  # noqa: E402,F401  (re-exported: mt5study.config.Section)
 from mt5study.slurm_config import SlurmConfig  # noqa: E402
 
-PRESETS = ("tiny", "mini", "mt5-small", "mt5-base", "mt5-large", "mt5-xl", "mt5-xxl")
+from mt5study.ladder import LADDER  # noqa: E402
+
+PRESETS = ("tiny", "mini", "mt5-small", "mt5-base", "mt5-large", "mt5-xl", "mt5-xxl", *LADDER)
 
 
 class ModelConfig(Section):

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from transformers import MT5Config, MT5ForConditionalGeneration
 
+from mt5study.ladder import LADDER
+
 MT5_VOCAB = 250_112  # 250k SentencePiece pieces + 100 sentinels, padded (mT5 paper)
 
 # d_model, d_ff, layers (encoder = decoder), heads; head dim (d_kv) is 64 everywhere.
@@ -32,6 +34,7 @@ PRESETS: dict[str, dict[str, int]] = {
     "mt5-large": dict(d_model=1024, d_ff=2816, num_layers=24, num_heads=16, d_kv=64, vocab_size=MT5_VOCAB),
     "mt5-xl": dict(d_model=2048, d_ff=5120, num_layers=24, num_heads=32, d_kv=64, vocab_size=MT5_VOCAB),
     "mt5-xxl": dict(d_model=4096, d_ff=10240, num_layers=24, num_heads=64, d_kv=64, vocab_size=MT5_VOCAB),
+    **LADDER,  # the scaling study's ladder (mt5study/ladder.py)
 }
 
 # Parameter counts of the released checkpoints (google/mt5-*, safetensors metadata; the same
