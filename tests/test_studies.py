@@ -142,3 +142,62 @@ def test_report_refuses_to_compare_runs_of_different_data_or_code_unless_told(tm
     old = _results(tmp_path / "old", [{k: v for k, v in _row("x").items() if k not in ("data", "code", "machine", "stale")}])
     with pytest.raises(report.MixedInputsError, match=r"\?: old \(1\)"):  # a table from before provenance
         report.findings(prec, old)
+
+
+def test_seeds_repeat_every_grid_point_seed_by_seed(tmp_path):
+    p = study_file(tmp_path, axes={"run.precision": ["fp32", "bf16"]}, seeds=[0, 1, 2])
+    params = config.load(p)
+    _, trials = validate_trials(params, str(p))
+    assert [name for name, _ in trials] == [f"precision={pr}__seed={s}" for s in (0, 1, 2) for pr in ("fp32", "bf16")]
+    assert all(ov["run.seed"] == int(name[-1]) for name, ov in trials)
+    for bad, match in (({"seeds": [1, 1]}, "distinct"), ({"seeds": [0, 1], "fixed": {"run.seed": 3}}, "not both")):
+        q = study_file(tmp_path, axes={"run.precision": ["fp32"]}, **bad)
+        with pytest.raises(ConfigError, match=match):
+            config.load(q)
+
+
+def _seed_rows(precision, stage, losses, status="completed"):
+    return [_row(f"precision={precision}__zero_stage={stage}__seed={s}", precision=precision, zero_stage=stage, seed=s,
+                 final_eval_loss=v, final_train_loss=v, wall_seconds=10.0, status=status, diverged_at_step=None)
+            for s, v in enumerate(losses)]
+
+
+def test_summary_table_and_verdicts_carry_the_spread_over_seeds(tmp_path):
+    from mt5study.studies import report
+
+    rows = (_seed_rows("fp32", 0, [6.10, 6.20, 6.00]) + _seed_rows("bf16", 0, [6.11, 6.21, 6.01])
+            + _seed_rows("fp16", 0, [7.5, 7.6, 7.4]))
+    results = pd.DataFrame(rows)
+    t = figures.summary_table(results, ["precision", "zero_stage"]).set_index("precision")
+    assert list(t.index) == ["fp32", "bf16", "fp16"]
+    assert t.loc["fp32", "final eval loss"] == pytest.approx(6.1) and t.loc["fp32", "± sd (eval)"] == pytest.approx(0.1)
+    assert t.loc["fp32", "n (eval)"] == 3 and "bars and bands: ± 1 sd over 3 seeds" in figures.spread_note(
+        results, ["precision", "zero_stage"])
+    verdicts = report.precision_verdicts(results)
+    # bf16 is 0.01 above fp32 for every seed: the pairing by seed sees it, although seeds spread by 0.1
+    assert verdicts[0].startswith("ZeRO-0: bf16 is worse than fp32 on final eval loss by 0.010")
+    assert "paired t-interval over seeds" in verdicts[0]
+    assert verdicts[1].startswith("ZeRO-0: fp16 is worse than fp32")
+
+    one = pd.DataFrame(_seed_rows("fp32", 0, [6.1]) + _seed_rows("bf16", 0, [6.2]))
+    assert pd.isna(figures.summary_table(one, ["precision", "zero_stage"])["± sd (eval)"]).all()
+    assert "no spread can be given" in figures.spread_note(one, ["precision", "zero_stage"])
+    assert "no spread can be given, so no verdict" in report.precision_verdicts(one)[0]
+    fig = figures.precision_bars(one.assign(tokens_per_second=1.0, peak_memory_bytes=1))
+    assert all(len(ax.lines) == 0 for ax in fig.axes)  # no error bar of zero width
+
+    diverged = pd.DataFrame(_seed_rows("fp32", 0, [6.1, 6.2]) + _seed_rows("fp16", 0, [None, None], status="diverged"))
+    diverged.loc[diverged.precision == "fp16", "diverged_at_step"] = [7, 9]
+    assert report.precision_verdicts(diverged) == ["fp16 at ZeRO-0 did not complete (diverged x2; diverged at step 7, 9)."]
+
+
+def test_batch_lr_verdict_names_the_best_and_its_ties():
+    from mt5study.studies import report
+
+    rows = []
+    for b, lr, losses in ((16, 1e-3, [5.0, 5.02, 4.98]), (32, 1e-3, [5.01, 5.03, 4.99]), (64, 1e-3, [5.6, 5.62, 5.58])):
+        rows += [_row(f"b{b}s{s}", global_batch=b, lr=lr, seed=s, final_eval_loss=v) for s, v in enumerate(losses)]
+    v = report.batch_lr_verdict(pd.DataFrame(rows))
+    assert (v["best_batch"], v["best_lr"]) == (16, 1e-3)
+    assert v["sentence"].startswith("global batch 16 at lr 0.001 is best on final eval loss: 5.000 ± 0.020 (n=3 seeds)")
+    assert v["tied"] == ["global batch 32 at lr 0.001"]

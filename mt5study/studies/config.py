@@ -71,6 +71,10 @@ class Study(Section):
     budget_tokens: int = Field(gt=0)
     """Tokens (inputs + targets) per trial: steps = budget / tokens per step."""
     fixed: dict[str, Any] = {}
+    seeds: list[int] | None = None
+    """Seeds (`run.seed`: initialisation and data order) every grid point trains with, so each
+    compared number carries its spread (mean ± sd over seeds). None: the base file's seed only,
+    one repeat, and the tables say that no spread can be given."""
     kind: Literal["grid", "search"] = "grid"
     search: SearchConfig = SearchConfig()
     lr_range: LRRangeConfig | None = None
@@ -83,6 +87,11 @@ class Study(Section):
                 raise ValueError(f"axes.{key}: needs at least one value")
             if len(set(map(repr, values))) != len(values):
                 raise ValueError(f"axes.{key}: repeated values {values}")
+        if self.seeds is not None:
+            if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+                raise ValueError(f"seeds: needs distinct values, got {self.seeds}")
+            if "run.seed" in self.axes or "run.seed" in self.fixed:
+                raise ValueError("seeds: set the seeds here or as run.seed in axes/fixed, not both")
         return self
 
 
@@ -109,9 +118,18 @@ def trial_name(values: dict[str, Any]) -> str:
 
 
 def grid(study: Study) -> list[dict[str, Any]]:
-    """Every combination of the axes, in axis order."""
+    """Every combination of the axes, in axis order; with `seeds`, each combination once per seed
+    (seed by seed: every setting has a first result before any gets its second)."""
     keys = list(study.axes)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*study.axes.values())]
+    points = [dict(zip(keys, combo)) for combo in itertools.product(*study.axes.values())]
+    if study.seeds is None:
+        return points
+    return [{**p, "run.seed": s} for s in study.seeds for p in points]
+
+
+def axis_keys(study: Study) -> list[str]:
+    """The dotted keys a trial varies: the axes, and run.seed when the study repeats seeds."""
+    return [*study.axes, *(["run.seed"] if study.seeds is not None else [])]
 
 
 def trial_overrides(study: Study, base: TrainParams, values: dict[str, Any], steps: int | None = None) -> dict[str, Any]:

@@ -36,7 +36,56 @@ def precision_table(results: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
                                            "wall_seconds": 1, "tokens_per_second": 0, "peak_memory_gib": 3})
 
 
-def stable_view(table: pd.DataFrame, drop=("wall_seconds", "tokens_per_second", "peak_memory_gib", "mfu")) -> pd.DataFrame:
+def _n_seeds(results: pd.DataFrame, by: list[str]) -> int:
+    """The most finished seeds any group of `by` has (1 when the study ran one seed)."""
+    ok = results[results["status"].isin(["completed", "diverged"])]
+    return int(ok.groupby(by).size().max()) if not ok.empty else 0
+
+
+def spread_note(results: pd.DataFrame, by: list[str]) -> str:
+    """What the error bars are, or why there are none (one seed: no spread can be given)."""
+    n = _n_seeds(results, by)
+    if n >= 2:
+        return f"bars and bands: ± 1 sd over {n} seeds (run.seed: initialisation and data order)"
+    return "one seed per setting: no spread can be given, so no error bars are drawn"
+
+
+def summary_table(results: pd.DataFrame, by: list[str], digits: int = 3) -> pd.DataFrame:
+    """Per setting of `by`, over its seeds: final eval and train loss as mean ± sd with n, wall
+    time, speed and peak memory (means), and how many seeds completed, diverged or did not run."""
+    from mt5study import stats
+
+    rows = []
+    order = {"fp32": 0, "bf16": 1, "fp16": 2}
+    for key, g in results.groupby(by, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        ok = g[g["status"] == "completed"]
+        ev, tr = stats.spread(ok["final_eval_loss"].tolist()), stats.spread(ok["final_train_loss"].tolist())
+        row = dict(zip(by, key))
+        row.update({
+            "seeds run": len(g), "completed": len(ok),
+            "final eval loss": ev.mean if ev.n else None, "± sd (eval)": ev.sd, "n (eval)": ev.n,
+            "final train loss": tr.mean if tr.n else None, "± sd (train)": tr.sd,
+            "diverged": int((g["status"] == "diverged").sum()),
+            "not run": ", ".join(sorted({f"{r.status}: {r.reason}" if isinstance(r.reason, str) and r.reason else str(r.status)
+                                         for r in g.itertuples() if r.status not in ("completed", "diverged")})),
+        })
+        for col, label, scale in (("wall_seconds", "wall time (s)", 1), ("tokens_per_second", "tokens/s", 1),
+                                  ("peak_memory_bytes", "peak memory (GiB)", GIB)):
+            if col in g:
+                v = pd.to_numeric(ok[col], errors="coerce") / scale
+                row[label] = float(v.mean()) if v.notna().any() else None
+        rows.append(row)
+    t = pd.DataFrame(rows)
+    if "precision" in by and not t.empty:
+        t = t.sort_values(by, key=lambda c: c.map(order) if c.name == "precision" else c)
+    return t.reset_index(drop=True).round({"final eval loss": digits, "± sd (eval)": digits, "final train loss": digits,
+                                           "± sd (train)": digits, "wall time (s)": 1, "tokens/s": 0,
+                                           "peak memory (GiB)": 2})
+
+
+def stable_view(table: pd.DataFrame, drop=("wall_seconds", "tokens_per_second", "peak_memory_gib", "mfu", "wall time (s)",
+                                           "tokens/s", "peak memory (GiB)")) -> pd.DataFrame:
     """The columns that must not change between runs of the same params (for nbval)."""
     return table.drop(columns=[c for c in drop if c in table])
 
@@ -47,16 +96,19 @@ def precision_bars(results: pd.DataFrame) -> plt.Figure:
     t["peak_memory_gib"] = t["peak_memory_bytes"] / GIB
     t["stage"] = "ZeRO-" + t["zero_stage"].astype(str)
     ok = t[t["status"].isin(["completed", "diverged"])]
+    errorbar = "sd" if _n_seeds(results, ["precision", "zero_stage"]) >= 2 else None  # never a zero-width bar
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for ax, (col, label) in zip(axes, [("wall_seconds", "wall time (s)"), ("tokens_per_second", "tokens/s"),
                                         ("peak_memory_gib", "peak memory (GiB)"), ("final_eval_loss", "final eval loss")]):
         if not ok.empty:
-            sns.barplot(data=ok, x="precision", y=col, hue="stage", ax=ax, order=[p for p in ("fp32", "bf16", "fp16") if p in set(ok.precision)])
+            sns.barplot(data=ok, x="precision", y=col, hue="stage", ax=ax, errorbar=errorbar, capsize=0.1,
+                        order=[p for p in ("fp32", "bf16", "fp16") if p in set(ok.precision)])
         ax.set_ylabel(label)
         ax.set_xlabel("")
     for ax in axes[1:]:
         if ax.get_legend():
             ax.get_legend().remove()
+    fig.suptitle(spread_note(results, ["precision", "zero_stage"]), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -67,9 +119,14 @@ def loss_curves(curves: pd.DataFrame, results: pd.DataFrame, hue: str, style: st
     keys = [k for k in (hue, style) if k]
     data = curves.drop(columns=[k for k in keys if k in curves]).merge(results[["trial", *keys]], on="trial")
     data = data[np.isfinite(data[y].astype(float))]
+    seeds = _n_seeds(results, keys)
     fig, ax = plt.subplots(figsize=(7, 4))
-    sns.lineplot(data=data, x=x, y=y, hue=hue, style=style, ax=ax, palette="viridis" if data[hue].dtype.kind in "if" else None)
+    # One line per setting: the mean over its seeds at each logged point, a band of ± 1 sd
+    sns.lineplot(data=data, x=x, y=y, hue=hue, style=style, ax=ax, errorbar="sd" if seeds >= 2 else None,
+                 palette="viridis" if data[hue].dtype.kind in "if" else None)
     ax.set_xlabel("tokens (inputs + targets)" if x == "tokens" else x)
+    ax.set_ylabel({"loss": "training loss", "eval_loss": "eval loss"}.get(y, y))
+    ax.set_title(spread_note(results, keys), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -77,8 +134,11 @@ def loss_curves(curves: pd.DataFrame, results: pd.DataFrame, hue: str, style: st
 def loss_vs_lr(results: pd.DataFrame) -> plt.Figure:
     """Final eval loss against learning rate, one line per global batch."""
     ok = results[results["status"] == "completed"]
+    seeds = _n_seeds(results, ["global_batch", "lr"])
     fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(data=ok, x="lr", y="final_eval_loss", hue="global_batch", marker="o", ax=ax, palette="viridis")
+    sns.lineplot(data=ok, x="lr", y="final_eval_loss", hue="global_batch", marker="o", ax=ax, palette="viridis",
+                 errorbar="sd" if seeds >= 2 else None, err_style="bars")
+    ax.set_title(spread_note(results, ["global_batch", "lr"]), fontsize=9)
     ax.set_xscale("log")
     ax.set_xlabel("peak learning rate")
     ax.set_ylabel("final eval loss")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from mt5study import records
+from mt5study import records, stats
 from mt5study.paths import OUTPUTS
 
 
@@ -46,45 +46,145 @@ def provenance(tables: dict[str, pd.DataFrame], allow_mixed: bool = False) -> di
     return out
 
 
+def _seed_values(t: pd.DataFrame, value: str) -> dict[Any, float]:
+    """seed -> value of the completed rows (a row without a seed column counts as seed 0)."""
+    ok = t[t.status == "completed"]
+    seeds = ok["seed"] if "seed" in ok else pd.Series([0] * len(ok), index=ok.index)
+    return {s: float(v) for s, v in zip(seeds, ok[value]) if v is not None}
+
+
+def compare_seeds(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str, metric: str, value: str,
+                  lower_is_better: bool = True, digits: int = 3) -> str:
+    """A verdict on `value` between two settings' seeds: paired by seed (paired-t) when they share
+    at least 2 seeds, else Welch; with one seed a side it says no spread can be given."""
+    va, vb = _seed_values(a, value), _seed_values(b, value)
+    shared = sorted(set(va) & set(vb))
+    if len(shared) >= 2:
+        return stats.verdict([va[s] for s in shared], [vb[s] for s in shared], name_a, name_b, metric,
+                             test="paired-t", lower_is_better=lower_is_better, digits=digits)
+    return stats.verdict(list(va.values()), list(vb.values()), name_a, name_b, metric, test="welch",
+                         lower_is_better=lower_is_better, digits=digits)
+
+
+def precision_verdicts(prec: pd.DataFrame, digits: int = 3) -> list[str]:
+    """bf16 and fp16 against fp32 at each ZeRO stage, ZeRO-3 against ZeRO-0 in fp32, on final eval
+    loss over seeds; a precision that did not complete says how it ended."""
+    out = []
+    for stage in sorted(prec.zero_stage.unique()):
+        at = prec[prec.zero_stage == stage]
+        ref = at[at.precision == "fp32"]
+        for p in ("bf16", "fp16"):
+            cand = at[at.precision == p]
+            if cand.empty or ref.empty:
+                continue
+            if not (cand.status == "completed").any():
+                ends = ", ".join(f"{k} x{v}" for k, v in cand.status.value_counts().items())
+                steps = cand.diverged_at_step.dropna().astype(int).tolist() if "diverged_at_step" in cand else []
+                out.append(f"{p} at ZeRO-{stage} did not complete ({ends}"
+                           + (f"; diverged at step {', '.join(map(str, steps))}" if steps else "") + ").")
+                continue
+            out.append(f"ZeRO-{stage}: " + compare_seeds(cand, ref, p, "fp32", "final eval loss", "final_eval_loss",
+                                                          digits=digits))
+    fp32 = prec[prec.precision == "fp32"]
+    if {0, 3} <= set(fp32.zero_stage):
+        out.append("fp32: " + compare_seeds(fp32[fp32.zero_stage == 3], fp32[fp32.zero_stage == 0], "ZeRO-3", "ZeRO-0",
+                                            "final eval loss", "final_eval_loss", digits=digits))
+    return out
+
+
+def batch_lr_verdict(bl: pd.DataFrame, digits: int = 3) -> dict[str, Any]:
+    """The best (global batch, lr) over seeds and the settings within noise of it (Welch)."""
+    done = bl[bl.status == "completed"]
+    if done.empty:
+        raise ValueError("batch x lr study: no completed trial to compare")
+    setting = {f"global batch {int(b)} at lr {lr:g}": (int(b), float(lr)) for b, lr in
+               done[["global_batch", "lr"]].drop_duplicates().itertuples(index=False)}
+    groups = {label: done[(done.global_batch == b) & (done.lr == lr)].final_eval_loss.astype(float).tolist()
+              for label, (b, lr) in setting.items()}
+    best = stats.best_of(groups, "final eval loss", test="welch", digits=digits)
+    b, lr = setting[best["best"]]
+    per_batch = {f"global batch {int(k)}": g.final_eval_loss.astype(float).tolist()
+                 for k, g in done[done.lr == lr].groupby("global_batch")}
+    return {"best_batch": b, "best_lr": lr, "sentence": best["sentence"], "tied": best["tied"],
+            "at_best_lr": stats.best_of(per_batch, f"final eval loss at lr {lr:g}", digits=digits)["sentence"]
+            if len(per_batch) > 1 else None}
+
+
 def findings(precision_dir: str | Path, batch_lr_dir: str | Path, allow_mixed: bool = False) -> dict[str, Any]:
-    """Best precision, best batch and learning rate, and what each study recorded; refuses
-    (MixedInputsError) studies whose runs used different data or code unless allow_mixed."""
+    """Precision x ZeRO and batch x lr results over seeds (mean ± sd, n) with the verdicts drawn
+    from them; refuses (MixedInputsError) studies whose runs used different data or code unless
+    allow_mixed."""
     prec = _results(precision_dir)
     bl = _results(batch_lr_dir)
     origin = provenance({Path(precision_dir).name: prec, Path(batch_lr_dir).name: bl}, allow_mixed)
     ok = prec[prec.status == "completed"]
-    per_precision = (ok.groupby("precision")
-                       .agg(final_eval_loss=("final_eval_loss", "mean"),
-                            tokens_per_second=("tokens_per_second", "mean"),
-                            peak_memory_bytes=("peak_memory_bytes", "max"))
-                       .reset_index())
-    fastest = per_precision.sort_values("tokens_per_second", ascending=False).iloc[0]
-    not_run = prec[prec.status != "completed"][["precision", "zero_stage", "status", "reason"]]
+    per_precision = []
+    for (p, stage), g in ok.groupby(["precision", "zero_stage"]):
+        s = stats.spread(g.final_eval_loss.astype(float).tolist())
+        per_precision.append({"precision": p, "zero_stage": int(stage), "final_eval_loss": round(s.mean, 4),
+                              "sd": None if s.sd is None else round(s.sd, 4), "n": s.n, "text": s.format(3),
+                              "tokens_per_second": float(g.tokens_per_second.mean()),
+                              "peak_memory_bytes": float(g.peak_memory_bytes.max())})
+    speed = ok.groupby("precision").tokens_per_second.mean()
+    not_run = prec[~prec.status.isin(["completed"])][["precision", "zero_stage", "status", "reason"]].drop_duplicates()
+    best = batch_lr_verdict(bl)
     done = bl[bl.status == "completed"]
-    best = done.loc[done.final_eval_loss.idxmin()]
     env_path = next(iter(sorted(Path(precision_dir).glob("grid/trials/*/env.json"))), None)
     env = records.read_json(env_path) if env_path else {}
+    best_rows = done[(done.global_batch == best["best_batch"]) & (done.lr == best["best_lr"])]
+    best_spread = stats.spread(best_rows.final_eval_loss.astype(float).tolist())
     return {
         "hardware": env.get("hardware", {}),
         "provenance": origin,
-        "per_precision": per_precision.round(4).to_dict(orient="records"),
-        "fastest_precision": str(fastest.precision),
+        "per_precision": per_precision,
+        "fastest_precision": str(speed.idxmax()) if not speed.empty else None,
         "not_completed": not_run.to_dict(orient="records"),
-        "best_batch": int(best.global_batch), "best_lr": float(best.lr),
-        "best_eval_loss": round(float(best.final_eval_loss), 4),
+        "precision_verdicts": precision_verdicts(prec),
+        "best_batch": best["best_batch"], "best_lr": best["best_lr"],
+        "best_eval_loss": round(best_spread.mean, 4), "best_eval_loss_sd": best_spread.sd, "best_n": best_spread.n,
+        "batch_lr_verdict": best["sentence"], "batch_verdict_at_best_lr": best["at_best_lr"],
         "batch_lr_trials": int(len(bl)), "batch_lr_completed": int(len(done)),
+        "seeds": {"precision": int(prec.groupby(["precision", "zero_stage"]).size().max()),
+                  "batch_lr": int(bl.groupby(["global_batch", "lr"]).size().max())},
     }
 
 
 def qa_findings(qa_dir: str | Path) -> dict[str, Any] | None:
-    """Overall EM/F1 per start (pretrained, random init) from notebook 04's results, if present."""
+    """EM/F1 per start (pretrained, random init) over seeds (mean, sd, n) from notebook 04's
+    results (all languages, language-aware normalisation), with the verdict pretrained vs random."""
     path = Path(qa_dir) / "results.parquet"
     if not path.exists():
         return None
     r = pd.read_parquet(path)
     r = r[(r.lang == "all") & (r.normalization == "language-aware")]
-    return {row.init: {"exact_match": round(float(row.exact_match), 1), "f1": round(float(row.f1), 1),
-                       "questions": int(row.questions)} for row in r.itertuples()}
+    out: dict[str, Any] = {}
+    for init, g in r.groupby("init"):
+        em, f1 = stats.spread(g.exact_match.astype(float).tolist()), stats.spread(g.f1.astype(float).tolist())
+        out[str(init)] = {"exact_match": round(em.mean, 1), "exact_match_sd": em.sd, "f1": round(f1.mean, 1),
+                          "f1_sd": f1.sd, "n": f1.n, "questions": int(g.questions.iloc[0]),
+                          "text": f"EM {em.format(1)}, F1 {f1.format(1)}"}
+    inits = sorted(out)
+    if len(inits) == 2:
+        pre = next((i for i in inits if "pre" in i), inits[0])
+        other = next(i for i in inits if i != pre)
+        a, b = r[r.init == pre], r[r.init == other]
+        a, b = a.assign(status="completed"), b.assign(status="completed")
+        out["verdict"] = compare_seeds(a, b, f"the {pre} start", f"the {other} start", "F1", "f1",
+                                       lower_is_better=False, digits=1)
+    return out
+
+
+def conclusions(f: dict[str, Any]) -> list[str]:
+    """The study's verdict sentences, in reading order (for the report and the site's index)."""
+    lines = list(f.get("precision_verdicts") or [])
+    if f.get("batch_lr_verdict"):
+        lines.append(f["batch_lr_verdict"])
+    if f.get("batch_verdict_at_best_lr"):
+        lines.append(f["batch_verdict_at_best_lr"])
+    qa = f.get("qa") or {}
+    if qa.get("verdict"):
+        lines.append("QA: " + qa["verdict"])
+    return lines
 
 
 def describe(f: dict[str, Any]) -> str:
@@ -95,15 +195,18 @@ def describe(f: dict[str, Any]) -> str:
         if origin.get(key):
             lines.append(f"Computed from {key}: " + "; ".join(f"{v} [{', '.join(w)}]" for v, w in origin[key].items()))
     lines += [f"Hardware: {f['hardware'].get('cpu')} ({f['hardware'].get('cpu_count')} cores), GPUs: {f['hardware'].get('gpus') or 'none'}"]
+    lines.append("Final eval loss per precision and ZeRO stage (mean ± sd over seeds):")
     for r in f["per_precision"]:
-        lines.append(f"  {r['precision']}: eval loss {r['final_eval_loss']:.4f}, {r['tokens_per_second']:.0f} tokens/s")
+        lines.append(f"  {r['precision']} ZeRO-{r['zero_stage']}: {r['text']}, {r['tokens_per_second']:.0f} tokens/s")
     for r in f["not_completed"]:
         lines.append(f"  {r['precision']} ZeRO-{r['zero_stage']}: {r['status']} ({r.get('reason') or ''})")
     lines.append(f"Fastest precision here: {f['fastest_precision']}")
-    lines.append(f"Best of {f['batch_lr_completed']}/{f['batch_lr_trials']} batch x lr trials: global batch "
-                 f"{f['best_batch']}, lr {f['best_lr']:g} (eval loss {f['best_eval_loss']:.4f})")
+    lines.append(f"Batch x lr: {f['batch_lr_completed']}/{f['batch_lr_trials']} trials completed.")
     for init, sc in (f.get("qa") or {}).items():
-        lines.append(f"QA fine-tuned from {init}: EM {sc['exact_match']:.1f}, F1 {sc['f1']:.1f} ({sc['questions']} questions)")
+        if init != "verdict":
+            lines.append(f"QA fine-tuned from {init}: {sc['text']} ({sc['questions']} questions)")
+    lines.append("Verdicts:")
+    lines += [f"- {c}" for c in conclusions(f)]
     return "\n".join(lines)
 
 
@@ -134,14 +237,15 @@ def recommend(f: dict[str, Any], fits: pd.DataFrame) -> str:
         lines.append("- ZeRO-3 without offload fits mT5-XXL (bf16, activation checkpointing as needed) on at least "
                      + ", ".join(f"{r[c]} GPUs of {c[9:]}" for c in sizes if r[c]))
     lines.append(f"- Batch and learning rate: at this scale the best was global batch {f['best_batch']} at lr "
-                 f"{f['best_lr']:g}; rerun notebook 03 at the target scale (the search's journal lets Slurm array "
-                 "tasks share it) before the full run.")
+                 f"{f['best_lr']:g} ({f['batch_lr_verdict']}); rerun notebook 03 at the target scale (the search's "
+                 "journal lets Slurm array tasks share it) before the full run.")
     return "\n".join(lines)
 
 
 def save(f: dict[str, Any], fits: pd.DataFrame, out_dir: str | Path | None = None) -> Path:
     out = Path(out_dir) if out_dir else OUTPUTS / "report"
-    records.write_json_atomic(out / "report.json", {"findings": f, "env": records.environment()})
+    records.write_json_atomic(out / "report.json", {"findings": f, "conclusions": conclusions(f),
+                                                    "env": records.environment()})
     fits.to_parquet(out / "memory_fits.parquet", index=False)
     return out / "report.json"
 

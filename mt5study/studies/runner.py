@@ -27,7 +27,7 @@ import pandas as pd
 
 from mt5study import config, launch, records
 from mt5study.paths import OUTPUTS
-from mt5study.studies.config import StudyParams, trial_name, trial_overrides, validate_trials
+from mt5study.studies.config import StudyParams, axis_keys, trial_name, trial_overrides, validate_trials
 
 FINISHED = ("completed", "diverged", "unsupported")
 SUMMARY_COLUMNS = ("status", "reason", "error", "steps", "tokens", "wall_seconds", "tokens_per_second",
@@ -108,7 +108,7 @@ def run_grid(params: StudyParams, source: str, out_dir: str | Path | None = None
         print(f"[{params.study.name}] trial {i}/{len(trials)} {name}", flush=True)
         s = run_trial(root / "trials" / name, base_path, ov, redo=redo, keep_stale=keep_stale)
         print(f"[{params.study.name}]   {s.get('status')} eval_loss={s.get('final_eval_loss')}", flush=True)
-    return results_table(root, list(params.study.axes), names=[name for name, _ in trials])
+    return results_table(root, axis_keys(params.study), names=[name for name, _ in trials])
 
 
 def _axis_value(cfg: dict[str, Any], key: str) -> Any:
@@ -131,7 +131,7 @@ def results_table(root: Path, axes: list[str], names: list[str] | None = None) -
             row[key.split(".")[-1]] = _axis_value(cfg, key)
         if cfg:
             run = cfg["run"]
-            row.update(global_batch=run["micro_batch"] * run["grad_accum"] * run["nodes"] * run["processes_per_node"],
+            row.update(seed=run.get("seed"), global_batch=run["micro_batch"] * run["grad_accum"] * run["nodes"] * run["processes_per_node"],
                        lr=cfg["optim"]["lr"], precision=run["precision"], zero_stage=run["zero_stage"])
         for col in SUMMARY_COLUMNS:
             row[col] = summary.get(col)
