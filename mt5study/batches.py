@@ -4,7 +4,9 @@ global batch over processes sees the same examples at the same step.
 
 Dataset schema (written by `mt5study.data.etl`): a `datasets.DatasetDict` with splits `train`
 and `validation`, columns `input_ids` (exactly `input_length` int32 ids) and `labels` (exactly
-`target_length` ids, -100 where padded).
+`target_length` ids, -100 where padded). A sharded output (mt5study.data.engine) is read as a
+stream over memory-mapped Arrow shards (mt5study.data.stream.ShardedSplit): the same
+(seed, step) -> examples contract, nothing loaded whole.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import torch
 
 from mt5study.config import DataConfig, RunConfig
 from mt5study.records import read_json
+
+SHARDED_FORMAT = "mt5study-etl-sharded/1"  # mt5study.data.engine.FORMAT (not imported: keeps datatrove out)
 
 PAD_ID, EOS_ID = 0, 1  # T5/mT5 special ids
 IGNORE = -100  # label positions the loss skips
@@ -61,6 +65,8 @@ def load_splits(cfg: DataConfig, seed: int) -> dict[str, Any]:
     if not manifest_path.exists():
         raise FileNotFoundError(f"data.path={root}: no manifest.json (not a completed ETL output)")
     manifest = read_json(manifest_path)
+    if manifest.get("format") == SHARDED_FORMAT:
+        return load_sharded(root, manifest, cfg, seed)
     ds = datasets.load_from_disk(str(root / "dataset"))
     for split in ("train", "validation"):
         if split not in ds:
@@ -72,6 +78,21 @@ def load_splits(cfg: DataConfig, seed: int) -> dict[str, Any]:
             key = "input_length" if col == "input_ids" else "target_length"
             raise ValueError(f"data.{key}={length} but {root} holds {col} of length {got}")
     return {"train": ds["train"], "validation": ds["validation"], "vocab_size": int(manifest["vocab_size"])}
+
+
+def load_sharded(root: Path, manifest: dict[str, Any], cfg: DataConfig, seed: int) -> dict[str, Any]:
+    """A sharded ETL output, read as streams over its memory-mapped shards: train mixed with the
+    run's seed, validation with the ETL's seed (the same held-out examples for every run)."""
+    from mt5study.data.stream import ShardedSplit
+
+    want = {"data.input_length": (cfg.input_length, manifest["inputs_length"]),
+            "data.target_length": (cfg.target_length, manifest["targets_length"])}
+    for key, (asked, held) in want.items():
+        if asked != held:
+            raise ValueError(f"{key}={asked} but {root} holds examples of length {held}")
+    return {"train": ShardedSplit(root, "train", manifest, seed),
+            "validation": ShardedSplit(root, "validation", manifest, int(manifest["seed"])),
+            "vocab_size": int(manifest["vocab_size"])}
 
 
 class MicroBatches(torch.utils.data.Dataset):
@@ -113,7 +134,10 @@ class MicroBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         pos = self.positions(k)
-        idx = np.array([self._perm(p // self.n)[p % self.n] for p in pos])
+        if getattr(self.ds, "is_stream", False):  # a ShardedSplit is already a seeded endless stream
+            idx = pos
+        else:
+            idx = np.array([self._perm(p // self.n)[p % self.n] for p in pos])
         rows = self.ds[idx]
         return {
             "input_ids": torch.as_tensor(np.asarray(rows["input_ids"], dtype=np.int64)),

@@ -144,6 +144,42 @@ class OutputConfig(Section):
     """Write documents.parquet (language, split, characters and tokens of each document)."""
 
 
+class SlurmEngine(Section):
+    """Where the stages run as Slurm job arrays (datatrove's SlurmPipelineExecutor)."""
+
+    partition: str = "debug"
+    time: str = "00:30:00"  # per array task, HH:MM:SS
+    cpus_per_task: int = Field(default=1, gt=0)
+    mem_per_cpu_gb: int = Field(default=2, gt=0)  # GiB per CPU
+    venv: str | None = None
+    """Python venv whose bin/activate each job sources; None = the venv running the submit."""
+    wait: bool = True  # block until the merge stage has written the manifest
+    poll_s: float = Field(default=2.0, gt=0.0)  # seconds between checks while waiting
+
+
+class EngineConfig(Section):
+    """How the ETL runs: `inline` (one process tree, the original single-node path), or sharded
+    stages on datatrove executors: `local` (this machine) or `slurm` (job arrays)."""
+
+    executor: Literal["inline", "local", "slurm"] = "inline"
+    tasks: int = Field(default=4, gt=0)
+    """Tasks of the clean and encode stages; task t takes shards t, t + tasks, ... (the output
+    does not depend on this number)."""
+    workers: int = Field(default=2, gt=0)  # local: tasks running at once (processes)
+    files_per_shard: int = Field(default=1, gt=0)
+    """Input files per shard (a manual page is one file; an mC4 json.gz one file of ~350k docs)."""
+    dedup_buckets: int = Field(default=4, gt=0)
+    """Exact deduplication: document hashes partitioned into this many buckets, one task each
+    (memory per task ~16 bytes per document / buckets)."""
+    mix_block: int = Field(default=4096, gt=0)
+    """Stream positions per interleaving block: every block holds round(p_l * mix_block)
+    examples of language l in a seeded order (shares exact to 1/mix_block)."""
+    start_delay_s: int = Field(default=0, ge=0)
+    """Each task first sleeps a random 0..start_delay_s seconds (datatrove's
+    randomize_start_duration: spreads the first reads of many tasks on shared storage)."""
+    slurm: SlurmEngine = SlurmEngine()
+
+
 class ETLConfig(Section):
     seed: int = 0
     num_proc: int = Field(default=2, gt=0)  # worker processes (languages, tokenisation, corruption)
@@ -153,6 +189,7 @@ class ETLConfig(Section):
     tokenizer: TokenizerConfig = TokenizerConfig()
     corruption: CorruptionConfig = CorruptionConfig()
     output: OutputConfig = OutputConfig()
+    engine: EngineConfig = EngineConfig()
 
     @model_validator(mode="after")
     def _cross(self) -> "ETLConfig":

@@ -50,6 +50,10 @@ FORMAT = "mt5study-etl/1"
 
 def run(params: ETLParams, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
     """Run the whole ETL into `out`; returns the manifest (also OUT/manifest.json)."""
+    if params.etl.engine.executor != "inline":  # sharded stages on datatrove (mt5study.data.engine)
+        from mt5study.data.engine import run_sharded
+
+        return run_sharded(params, out, overwrite)
     out = Path(out).resolve()
     check_target(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -157,6 +157,24 @@ def sentinel_ids(tokenizer: Any, count: int | None = None) -> list[int]:
     return list(ids)
 
 
+def vocab_and_sentinels(folder: str | Path) -> tuple[int, list[int]]:
+    """len(tokenizer) and the sentinel ids of a saved tokenizer, read with the `tokenizers`
+    library from tokenizer.json where there is one (no transformers import in ETL tasks)."""
+    path = Path(folder) / "tokenizer.json"
+    if not path.is_file():
+        tok = load_tokenizer(folder)
+        return len(tok), sentinel_ids(tok)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path))
+    ids = []
+    while (i := tok.token_to_id(f"<extra_id_{len(ids)}>")) is not None:
+        ids.append(i)
+    if not ids:
+        raise ValueError(f"{path}: no sentinels <extra_id_i>")
+    return tok.get_vocab_size(with_added_tokens=True), ids
+
+
 def check_t5_layout(tokenizer: Any) -> None:
     """Refuse a tokenizer whose pad/eos/unk ids are not T5's 0/1/2."""
     got = (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id)
@@ -229,6 +247,12 @@ def make_tokenizer(cfg: ETLConfig, docs, doc_range, probs: dict[str, float], out
         return {"kind": "pretrained", "name": tc.pretrained}
     sample_file = work / "tokenizer_sample.txt"
     chars = write_tokenizer_sample(docs, doc_range, probs, tc.sample_chars, tc.max_sentence_chars, cfg.seed, sample_file)
+    return train_on_sample(cfg, sample_file, chars, out_dir, work)
+
+
+def train_on_sample(cfg: ETLConfig, sample_file: Path, chars: dict[str, int], out_dir: Path, work: Path) -> dict[str, Any]:
+    """Train SentencePiece on a written sample (one line per sentence) and save the T5 tokenizer."""
+    tc = cfg.tokenizer
     try:
         model = train_sentencepiece(
             sample_file, work / "spiece", tc.vocab_size - tc.extra_ids, tc.character_coverage,
