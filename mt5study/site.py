@@ -8,6 +8,13 @@ run folders' inputs.json and env.json), with a banner where results were kept st
 `check(site)` opens every page in headless Chromium (Debian's chromium + chromium-driver,
 through Selenium) and reports pages that did not load, images that did not render and cells
 that show an error.
+
+The pages are for readers: `for_readers` drops what only a developer watching the run needs
+(stderr streams, i.e. library warnings and progress-bar fallbacks; widget outputs; the outputs of
+cells tagged `hide-output`, e.g. a training log whose results a table below shows) and writes
+the machine's paths relative to the repository (the injected parameters name absolute folders).
+Each page gets a navigation bar (index, previous, next); the index leads with the study's
+conclusions, read from the report's report.json (verdict sentences computed from the results).
 """
 
 from __future__ import annotations
@@ -34,6 +41,93 @@ def _title(nb: Any, fallback: str) -> str:
                 if line.startswith("# "):
                     return line[2:].strip()
     return fallback
+
+
+HIDE_OUTPUT_TAG = "hide-output"  # a cell whose outputs the page leaves out (its source stays)
+_DROPPED_MIME = ("application/vnd.jupyter.widget-view+json",)
+
+
+def _relative(text: str, roots: list[str]) -> str:
+    """`text` with each root folder (absolute) written relative to it: /work/main/outputs/x -> outputs/x."""
+    for root in roots:
+        text = text.replace(root + "/", "").replace(root, ".")
+    return text
+
+
+def for_readers(nb: Any, roots: list[str | Path] | None = None) -> dict[str, int]:
+    """Clean an executed notebook for publication in place (see module doc); returns what it
+    dropped or rewrote, by kind. `roots`: absolute folders to write paths relative to (default:
+    the repository root and the user's home)."""
+    from mt5study.paths import ROOT
+
+    roots_s = sorted({str(Path(r)) for r in (roots or [ROOT, Path.home()])}, key=len, reverse=True)
+    counts = {"stderr": 0, "widgets": 0, "hidden": 0, "paths": 0}
+    for cell in nb.cells:
+        new = _relative(cell.source, roots_s)
+        counts["paths"] += new != cell.source
+        cell.source = new
+        if cell.cell_type != "code":
+            continue
+        if HIDE_OUTPUT_TAG in cell.metadata.get("tags", []):
+            counts["hidden"] += len(cell.outputs)
+            cell.outputs = []
+            continue
+        kept = []
+        for out in cell.outputs:
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                counts["stderr"] += 1
+                continue
+            data = out.get("data") or {}
+            if any(m in data for m in _DROPPED_MIME):
+                for m in _DROPPED_MIME:
+                    data.pop(m, None)
+                counts["widgets"] += 1
+                if not data:
+                    continue
+            if out.get("output_type") == "stream":
+                t = _relative(out["text"], roots_s)
+                counts["paths"] += t != out["text"]
+                out["text"] = t
+            for mime in ("text/plain", "text/html", "text/markdown"):
+                if isinstance(data.get(mime), str):
+                    t = _relative(data[mime], roots_s)
+                    counts["paths"] += t != data[mime]
+                    data[mime] = t
+            kept.append(out)
+        cell.outputs = kept
+    return counts
+
+
+def _nav(entries: list[dict[str, Any]], i: int) -> str:
+    """The bar at the top of page i: index, previous, next."""
+    links = ['<a href="index.html">index</a>']
+    if i > 0:
+        links.append(f'<a href="{html.escape(entries[i - 1]["page"])}">&larr; {html.escape(entries[i - 1]["title"])}</a>')
+    if i + 1 < len(entries):
+        links.append(f'<a href="{html.escape(entries[i + 1]["page"])}">{html.escape(entries[i + 1]["title"])} &rarr;</a>')
+    return ('<nav class="site-nav" style="font-family: system-ui, sans-serif; padding: .6rem 1rem; '
+            'border-bottom: 1px solid #ccc; background: #f6f6f6; display: flex; gap: 1.5rem;">'
+            + "".join(links) + "</nav>")
+
+
+def _with_nav(body: str, nav: str) -> str:
+    import re
+
+    m = re.search(r"<body[^>]*>", body)
+    return body[:m.end()] + nav + body[m.end():] if m else nav + body
+
+
+def _conclusions_html(report_json: Path | None) -> str:
+    if not report_json or not report_json.is_file():
+        return ('<p class="meta">No conclusions yet: the report notebook (05) has not written '
+                f'{html.escape(report_json.name if report_json else "report.json")}.</p>')
+    lines = records.read_json(report_json).get("conclusions") or []
+    if not lines:
+        return '<p class="meta">The report recorded no verdicts.</p>'
+    items = "".join(f"<li>{html.escape(c)}</li>" for c in lines)
+    return ("<h2>Conclusions</h2><p class=\"meta\">Each sentence is computed from the results with the "
+            "test it names (95 % intervals; a difference whose interval contains 0 is within noise).</p>"
+            f"<ul class=\"conclusions\">{items}</ul>")
 
 
 def _errors(nb: Any) -> int:
@@ -66,27 +160,36 @@ def _origin_html(o: dict[str, Any] | None) -> str:
 
 
 def build(notebooks: list[str | Path], out: str | Path, title: str = "mt5study â€” the published study",
-          sources: dict[str, list[Path]] | None = None) -> Path:
+          sources: dict[str, list[Path]] | None = None, report_json: str | Path | None = None) -> Path:
     """Render executed notebooks into OUT/*.html plus OUT/index.html; returns the index path.
-    `sources` maps a notebook's file name to the folders its numbers come from (provenance)."""
+    `sources` maps a notebook's file name to the folders its numbers come from (provenance);
+    `report_json` holds the conclusions for the index (default: report/report.json beside the
+    notebooks' folder, where notebook 05 writes it in the default study)."""
     import nbformat
     from nbconvert import HTMLExporter
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    exporter = HTMLExporter(template_name="lab")
-    entries = []
-    for path in sorted(Path(p) for p in notebooks):
+    paths = sorted(Path(p) for p in notebooks)
+    for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: executed notebook not found")
+    if report_json is None and paths:
+        report_json = paths[0].resolve().parent.parent / "report" / "report.json"
+    exporter = HTMLExporter(template_name="lab")
+    entries, bodies = [], []
+    for path in paths:
         nb = nbformat.read(path, as_version=4)
+        errors = _errors(nb)  # counted before cleaning: a failed cell stays on the page and the index
+        cleaned = for_readers(nb)
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": _title(nb, path.stem)}})
-        page = path.with_suffix(".html").name
-        records.write_text_atomic(out / page, body)
+        bodies.append(body)
         meta = nb.metadata.get("papermill", {})
-        entries.append({"page": page, "title": _title(nb, path.stem), "errors": _errors(nb),
-                        "ran": meta.get("end_time"), "seconds": meta.get("duration"),
+        entries.append({"page": path.with_suffix(".html").name, "title": _title(nb, path.stem), "errors": errors,
+                        "ran": meta.get("end_time"), "seconds": meta.get("duration"), "cleaned": cleaned,
                         "origin": origin((sources or {})[path.name]) if path.name in (sources or {}) else None})
+    for i, (e, body) in enumerate(zip(entries, bodies)):
+        records.write_text_atomic(out / e["page"], _with_nav(body, _nav(entries, i)))
     env = records.environment()
     items = "\n".join(
         f'<li><a href="{html.escape(e["page"])}">{html.escape(e["title"])}</a>'
@@ -101,6 +204,8 @@ def build(notebooks: list[str | Path], out: str | Path, title: str = "mt5study â
     git = env["git"]
     index = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{banner}
+{_conclusions_html(Path(report_json) if report_json else None)}
+<h2>Pages</h2>
 <p>Each page is an executed notebook of the study; every number in it was read from a run folder,
 and each entry says what those numbers were computed from (data sha, code fingerprint, machine).</p>
 <ol>{items}</ol>

@@ -83,3 +83,39 @@ def test_index_says_what_each_page_was_computed_from_and_flags_stale_results(tmp
     assert "Stale results shown on purpose" in index and "STALE: 1 result folder(s)" in index
     assert records.read_json(tmp_path / "site" / "site.json")["pages"][0]["origin"]["stale"] == [
         "precision/grid/trials/b: code changed: loss.py"]
+
+
+def test_pages_are_for_readers_and_the_index_leads_with_conclusions(tmp_path):
+    from mt5study import records
+    from mt5study.paths import ROOT
+
+    nbs = tmp_path / "outputs" / "notebooks"
+    nbs.mkdir(parents=True)
+    cells = [
+        "import sys, warnings\nprint('a ' + 'warning', file=sys.stderr)\nwarnings.warn('Tqdm' + 'Warning: IProgress not found')",
+        f"out_dir = '{ROOT}/outputs/precision'\nprint(out_dir)",
+        "print('[precision] trial 1/18 training ' + 'log')",
+        "print('the table')",
+    ]
+    first = executed(nbs / "02_first.ipynb", cells)
+    nb = nbformat.read(first, as_version=4)
+    nb.cells[3].metadata["tags"] = ["hide-output"]
+    nbformat.write(nb, first)
+    second = executed(nbs / "05_second.ipynb", ["print(1)"])
+    (tmp_path / "outputs" / "report").mkdir()
+    index = site.build([first, second], tmp_path / "site").read_text()
+    assert "No conclusions yet" in index  # nothing typed in their place
+
+    records.write_json_atomic(tmp_path / "outputs" / "report" / "report.json",
+                              {"conclusions": ["bf16 matches fp32 within noise on final eval loss: 6.1 ± 0.1"]})
+    index = site.build([first, second], tmp_path / "site").read_text()
+    assert "<h2>Conclusions</h2>" in index and "bf16 matches fp32 within noise" in index
+    assert index.index("Conclusions") < index.index("02_first.html")
+    page = (tmp_path / "site" / "02_first.html").read_text()
+    assert "a warning" not in page and "TqdmWarning" not in page  # stderr streams dropped
+    assert str(ROOT) not in page and "outputs/precision" in page  # paths relative to the repository
+    assert "training log" not in page and "the table" in page  # hide-output: the cell's outputs left out
+    assert 'href="index.html"' in page and 'href="05_second.html"' in page  # navigation
+    assert 'href="02_first.html"' in (tmp_path / "site" / "05_second.html").read_text()
+    meta = records.read_json(tmp_path / "site" / "site.json")["pages"][0]["cleaned"]
+    assert meta["stderr"] >= 1 and meta["paths"] >= 2 and meta["hidden"] == 1

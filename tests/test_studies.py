@@ -201,3 +201,26 @@ def test_batch_lr_verdict_names_the_best_and_its_ties():
     assert (v["best_batch"], v["best_lr"]) == (16, 1e-3)
     assert v["sentence"].startswith("global batch 16 at lr 0.001 is best on final eval loss: 5.000 ± 0.020 (n=3 seeds)")
     assert v["tied"] == ["global batch 32 at lr 0.001"]
+
+
+def test_readme_measured_section_is_read_from_outputs_and_replaces_only_its_block(tmp_path):
+    import importlib.util
+
+    from mt5study.paths import ROOT
+
+    spec = importlib.util.spec_from_file_location("readme_measured", ROOT / "scripts" / "readme_measured.py")
+    rm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rm)
+    out = tmp_path / "outputs"
+    rows = _seed_rows("fp32", 0, [6.10, 6.20, 6.00]) + _seed_rows("bf16", 0, [6.11, 6.21, 6.01])
+    _results(out / "precision", [{**r, "steps": 12, "tokens_per_second": 100.0} for r in rows])
+    block = rm.section(out)
+    assert "fp32 ZeRO-0 6.100 ± 0.100 (n=3, 100 tokens/s)" in block and "12 steps per trial" in block
+    assert "bf16 is worse than fp32 on final eval loss by 0.010" in block
+    assert "Batch × learning rate study: not run yet." in block and "not run yet" in block.split("Default study")[1]
+    readme = f"# x\n\n## Measured here\n{rm.BEGIN}\nold numbers\n{rm.END}\nkept\n"
+    new = rm.replace(readme, block)
+    assert "old numbers" not in new and block in new and new.endswith(f"{rm.END}\nkept\n")
+    assert rm.replace(new, block) == new  # idempotent
+    with pytest.raises(ValueError, match="README.md: needs exactly one line"):
+        rm.replace("# no markers\n", block)

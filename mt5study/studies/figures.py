@@ -36,6 +36,26 @@ def precision_table(results: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
                                            "wall_seconds": 1, "tokens_per_second": 0, "peak_memory_gib": 3})
 
 
+PEOPLE = {  # column -> heading with its unit, for tables on the published pages
+    "zero_stage": "ZeRO stage", "global_batch": "global batch (examples)", "lr": "peak lr",
+    "wall_seconds": "wall time (s)", "tokens_per_second": "tokens/s", "peak_memory_gib": "peak memory (GiB)",
+    "peak_memory_bytes": "peak memory (GiB)", "final_train_loss": "final train loss", "final_eval_loss": "final eval loss",
+    "diverged_at_step": "diverged at step", "skipped_steps": "skipped steps", "model_states_gib": "model states (GiB)",
+    "activations_gib": "activations (GiB)", "estimate_gib": "estimate (GiB)", "measured_peak_gib": "measured peak (GiB)",
+    "deepspeed_model_states_gib": "DeepSpeed's model states (GiB)",
+}
+
+
+def for_people(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The table with named columns and units (bytes shown in GiB), rounded for reading."""
+    t = table.copy()
+    if "peak_memory_bytes" in t:
+        t["peak_memory_bytes"] = pd.to_numeric(t["peak_memory_bytes"], errors="coerce") / GIB
+    rounding = {"wall_seconds": 1, "tokens_per_second": 0, "peak_memory_bytes": 2, "peak_memory_gib": 2}
+    t = t.round({c: rounding.get(c, digits) for c in t.columns if t[c].dtype.kind == "f"})
+    return t.rename(columns=PEOPLE)
+
+
 def _n_seeds(results: pd.DataFrame, by: list[str]) -> int:
     """The most finished seeds any group of `by` has (1 when the study ran one seed)."""
     ok = results[results["status"].isin(["completed", "diverged"])]

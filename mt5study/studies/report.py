@@ -80,8 +80,10 @@ def precision_verdicts(prec: pd.DataFrame, digits: int = 3) -> list[str]:
             if not (cand.status == "completed").any():
                 ends = ", ".join(f"{k} x{v}" for k, v in cand.status.value_counts().items())
                 steps = cand.diverged_at_step.dropna().astype(int).tolist() if "diverged_at_step" in cand else []
+                reasons = sorted({r for r in cand.get("reason", pd.Series(dtype=object)).dropna() if r})
                 out.append(f"{p} at ZeRO-{stage} did not complete ({ends}"
-                           + (f"; diverged at step {', '.join(map(str, steps))}" if steps else "") + ").")
+                           + (f"; diverged at step {', '.join(map(str, steps))}" if steps else "")
+                           + (f": {'; '.join(reasons)}" if reasons else "") + ").")
                 continue
             out.append(f"ZeRO-{stage}: " + compare_seeds(cand, ref, p, "fp32", "final eval loss", "final_eval_loss",
                                                           digits=digits))

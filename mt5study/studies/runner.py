@@ -32,7 +32,7 @@ from mt5study.studies.config import StudyParams, axis_keys, trial_name, trial_ov
 FINISHED = ("completed", "diverged", "unsupported")
 SUMMARY_COLUMNS = ("status", "reason", "error", "steps", "tokens", "wall_seconds", "tokens_per_second",
                    "peak_memory_bytes", "final_train_loss", "final_eval_loss", "diverged_at_step",
-                   "skipped_steps", "mfu")
+                   "skipped_steps", "mfu", "engine", "fp16_engine")
 
 
 def study_dir(params: StudyParams, out_dir: str | Path | None = None) -> Path:

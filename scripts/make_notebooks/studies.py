@@ -3,28 +3,34 @@
 from build import code, md, write
 
 IMPORTS = """
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook fallback: noise on the page
+
 from pathlib import Path
 
 import pandas as pd
 from IPython.display import display
 
 from mt5study import config, paths, records
-from mt5study.studies import figures, runner
+from mt5study.studies import figures, report, runner
 """
 
 write("02_precision_study.ipynb", [
     md("""
 # 02 — Precision × ZeRO stage
 
-fp32, bf16 and fp16 under DeepSpeed ZeRO-0 and ZeRO-3, on the same data, seed and token budget:
-wall time, tokens/s, peak memory, final train and eval loss, and divergence (the step of the
-first NaN; fp16's skipped steps). Each trial is a full `mt5study` training run launched through
-`accelerate launch`; its folder under `grid/trials/` says exactly what ran (`config.json`,
-`env.json`, `metrics.jsonl`, `summary.json`). A precision the device cannot run is recorded as
-`unsupported` with DeepSpeed's reason — on CPU, fp16. bf16's speed on a CPU depends on native
-support (AVX512-BF16 or AMX: each trial's `env.json` records the CPU and torch's capability
-level); without it bf16 is emulated and several times slower than fp32. Read CPU numbers as a
-check of the pipeline and of numerics, and the GPU runs (`params/gpu/`) for speed.
+fp32, bf16 and fp16 under DeepSpeed ZeRO-0 and ZeRO-3, on the same data and token budget, each
+setting trained once per seed (`run.seed` draws the initial weights and the data order): wall
+time, tokens/s, peak memory, final train and eval loss, and divergence (the step of the first
+NaN; fp16's skipped steps). Each trial is a full `mt5study` training run; its folder under
+`grid/trials/` says exactly what ran (`config.json`, `env.json`, `metrics.jsonl`,
+`summary.json`). A precision the device cannot run is recorded as `unsupported` with the reason.
+bf16's speed on a CPU depends on native support (AVX512-BF16 or AMX: each trial's `env.json`
+records the CPU); without it bf16 is emulated and several times slower than fp32. Read CPU
+numbers for numerics (does the loss follow fp32?), and the GPU runs (`params/gpu/`) for speed.
+Every compared number is a mean over seeds with its standard deviation and n; the verdicts at
+the end are computed from them with the test they name.
 """),
     code(IMPORTS),
     code("""
@@ -38,26 +44,35 @@ keep_stale = False  # keep finished trials whose params, data or code changed (m
 params_path = str(paths.find(params_path))
 params = config.load(params_path, overrides)
 root = runner.study_dir(params, out_dir)
-print(params.study.name, "->", dict(params.study.axes), "budget", params.study.budget_tokens, "tokens per trial")
+print(params.study.name, "->", dict(params.study.axes), "seeds", params.study.seeds or "one (the base file's)",
+      "budget", params.study.budget_tokens, "tokens per trial")
 """),
-    md("Run every trial and rebuild the results table from the run folders. A finished trial is reused only when its params, data, checkpoint and code all match what would run now; otherwise it is retrained and the line above its result says why."),
-    code("results = runner.run_grid(params, params_path, out_dir, redo=redo, keep_stale=keep_stale)"),
+    md("Run every trial and rebuild the results table from the run folders. A finished trial is reused only when its params, data, checkpoint and code all match what would run now; otherwise it is retrained (the run's log, left off the published page, says why; each folder's `reuse.json` keeps it)."),
+    code("results = runner.run_grid(params, params_path, out_dir, redo=redo, keep_stale=keep_stale)", "hide-output"),
     md("What these numbers were computed from: the data's content sha, the trainer's code fingerprint and the machine, per trial (a banner leads if any trial was kept stale on purpose)."),
     code('''
 print(records.provenance_note(root / "grid" / "trials"))
 display(results[["trial", "data", "code", "machine", "stale"]])
 '''),
-    md("The outcome of each trial: stable at the default params (checked by nbval)."),
+    md("## Results over seeds\n\nPer precision and ZeRO stage: final eval and train loss as mean ± sd over the seeds that completed (n), how many diverged or could not run, and the mean wall time, speed and peak memory. The loss columns, rounded to 2 decimals, are checked by nbval."),
     code("""
-table = figures.precision_table(results)
-print(figures.stable_view(table).to_string())
+summary = figures.summary_table(results, ["precision", "zero_stage"])
+print(figures.stable_view(summary.drop(columns=["± sd (eval)", "± sd (train)"])).round(2).to_string(index=False))
 """, "nbval-check-output"),
-    md("With timings and memory (these vary from run to run):"),
-    code("display(table)"),
+    code("display(summary)"),
+    md("Every trial (one row per seed):"),
+    code("display(figures.for_people(figures.precision_table(results)))"),
     code("fig = figures.precision_bars(results)"),
+    md("**Figure 1.** Wall time, speed, peak memory and final eval loss per precision (x) and ZeRO stage (colour); bars are means over seeds and whiskers ± 1 sd (the title says when there is only one seed and so no spread). Speed and memory compare ZeRO stages; the eval-loss panel compares precisions, and a difference smaller than the whiskers is not a difference — the verdicts below test it."),
     code("""
 curves = figures.read(root / "grid", "curves")
-fig = figures.loss_curves(curves, results, hue="precision", style="zero_stage")
+fig = figures.loss_curves(curves, results, hue="precision", style="zero_stage", y="eval_loss")
+"""),
+    md("**Figure 2.** Eval loss against training tokens, one line per precision and ZeRO stage: the mean over seeds, with a band of ± 1 sd. Where bands overlap, the precisions cannot be told apart at this budget; a line that ends early diverged. ln(vocabulary) — the loss of a uniform guess — is where the curves start."),
+    md("## Verdicts\n\nComputed from the final eval losses above: each precision against fp32 at the same ZeRO stage, paired by seed (the same seed gives both the same initial weights and data order), and ZeRO-3 against ZeRO-0 in fp32."),
+    code("""
+for line in report.precision_verdicts(results):
+    print("-", line)
 """),
 ])
 
@@ -102,24 +117,35 @@ curve, suggestion = probes.lr_range_test(params, params_path, out_dir, keep_stal
 print({k: float(f"{v:.3g}") for k, v in suggestion.items()})
 """),
     code("fig = figures.lr_range_plot(curve, suggestion)"),
+    md("**Figure 1.** Training loss while the learning rate grows geometrically (one run, one seed). The dashed line marks the steepest fall, the dotted one a tenth of the lr at the lowest loss: the grid's learning rates should bracket them; beyond the minimum the run is unstable."),
     md("## 2. The exhaustive grid"),
-    code("grid = runner.run_grid(params, params_path, out_dir, redo=redo, keep_stale=keep_stale)"),
+    code("grid = runner.run_grid(params, params_path, out_dir, redo=redo, keep_stale=keep_stale)", "hide-output"),
+    md("Per global batch and learning rate, over seeds: final eval loss as mean ± sd and n (rounded to 2 decimals, checked by nbval)."),
     code("""
-cols = ["trial", "global_batch", "lr", "status", "steps", "final_eval_loss"]
-print(grid[cols].round({"final_eval_loss": 4}).to_string())
+summary = figures.summary_table(grid, ["global_batch", "lr"])
+print(figures.stable_view(summary.drop(columns=["± sd (eval)", "± sd (train)"])).round(2).to_string(index=False))
 """, "nbval-check-output"),
+    code("display(summary)"),
     md("What these numbers were computed from (data sha, code fingerprint, machine), per trial:"),
     code('''
 print(records.provenance_note(root / "grid" / "trials"))
 display(grid[["trial", "data", "code", "machine", "stale"]])
 '''),
     code("""
-display(grid[["trial", "wall_seconds", "tokens_per_second", "peak_memory_bytes"]])
+display(figures.for_people(grid[["trial", "seed", "wall_seconds", "tokens_per_second", "peak_memory_bytes"]]))
 fig = figures.loss_vs_lr(grid)
 """),
+    md("**Figure 2.** Final eval loss against peak learning rate, one line per global batch (same tokens for every point): means over seeds with ± 1 sd bars. The lowest point is the best setting; points whose bars overlap it are not shown to be worse — the verdict below tests it."),
     code("""
 curves = figures.read(root / "grid", "curves")
 fig = figures.loss_curves(curves, grid, hue="lr", style="global_batch")
+"""),
+    md("**Figure 3.** Training loss against tokens for every batch and learning rate (mean over seeds, band ± 1 sd). A bigger batch takes fewer, larger steps for the same tokens; curves that cross show a setting that starts slower but ends lower."),
+    md("### Verdict"),
+    code("""
+verdict = report.batch_lr_verdict(grid)
+print(verdict["sentence"])
+print(verdict["at_best_lr"] or "")
 """),
     md("Time to a target loss: the first step and token count at which each trial's eval loss reached the median final eval loss of the grid."),
     code("""
@@ -132,11 +158,13 @@ display(figures.time_to_target(curves, grid, target))
 search = runner.run_search(params, params_path, out_dir)
 print(search[["number", "state", *axes, "value", "last_step", "compute"]].round({"value": 4}).to_string())
 """),
+    md("The search trains each point once, with the base file's seed; the grid's best above is a mean over seeds."),
     code("""
 comparison = runner.compare(grid, search, axes)
 print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in comparison.items()})
 """, "nbval-check-output"),
     code("fig = figures.compute_spent(runner.grid_as_search_results(grid, axes), search)"),
+    md("**Figure 4.** Examples processed by the exhaustive grid (every seed) and by the pruned search (the base seed only). The search is worth it when it finds the grid's best, or a setting within noise of it, for a fraction of the compute."),
     md("## 4. Gradient noise scale of the grid's best trial"),
     code("""
 best = grid.loc[grid.loc[grid.status == "completed", "final_eval_loss"].idxmin(), "trial"]
@@ -170,10 +198,15 @@ findings = report.findings(precision_dir, batch_lr_dir, allow_mixed=allow_mixed)
 findings["qa"] = report.qa_findings(paths.find(qa_dir))
 print(report.describe(findings))
 """),
+    md("## Conclusions\n\nThe verdicts, computed from the results above with the test each names (95 % intervals; with one seed no spread can be given and no verdict is drawn). The site's index page leads with these sentences."),
+    code("""
+for line in report.conclusions(findings):
+    print("-", line)
+"""),
     md("## The models\n\nThe presets of `mt5study.model`: `mt5-*` match Google's released mT5 checkpoints parameter for parameter (untied output layer, gated-GELU, 250,112-token vocabulary)."),
     code("print(report.presets_table().to_string())", "nbval-check-output"),
     md("## Memory: the model beside the measured peaks\n\nThe memory model (`mt5study.memory.estimate`) for each completed precision trial, DeepSpeed's own model-state estimator (ZeRO-2/3 only), and the measured peak. On CPU the measured peak is the process's resident set, which also holds the Python/torch runtime and the dataset."),
-    code("display(report.memory_vs_measured(precision_dir))"),
+    code("display(figures.for_people(report.memory_vs_measured(precision_dir)))"),
     md("## Memory: which settings fit mT5-XXL (12.9B parameters) on N GPUs"),
     code("""
 fits = memory.fits_table("mt5-xxl", gpu_gib=tuple(gpu_gib))
