@@ -59,7 +59,9 @@ def run_sharded(params: ETLParams, out: str | Path, overwrite: bool = False) -> 
     load_or_write_plan(cfg, lay.engine)
     t0 = time.perf_counter()
     if cfg.engine.executor == "slurm":
-        run_slurm(cfg, out)
+        jobs = run_slurm(cfg, out)
+        if not cfg.engine.slurm.wait:  # submitted only: the merge stage writes the manifest later
+            return {"format": FORMAT, "status": "submitted", "slurm_jobs": jobs}
     else:
         run_local(cfg, out)
     manifest = read_json(out / "manifest.json")
@@ -73,7 +75,7 @@ def _without_run_knobs(params: dict[str, Any]) -> dict[str, Any]:
     """Params that decide the output: not how many tasks, workers or which executor run it."""
     p = json.loads(json.dumps(params))
     eng = p["etl"]["engine"]
-    for key in ("executor", "tasks", "workers", "slurm"):
+    for key in ("executor", "tasks", "workers", "slurm", "start_delay_s"):
         eng.pop(key, None)
     p["etl"].pop("num_proc", None)
     return p
@@ -179,6 +181,20 @@ def submit_slurm(cfg: ETLConfig, out: Path) -> dict[str, str]:
     jobs = {stage: str(ex.job_id) for stage, ex in zip(STAGES, executors)}
     write_json(Layout(out).engine / "slurm_jobs.json", jobs)
     return jobs
+
+
+def cancel_slurm(jobs: dict[str, str]) -> list[str]:
+    """Cancel a run's stage arrays and the jobs waiting on them (datatrove's merge_stats job of
+    each stage); returns the ids cancelled."""
+    ids = {j for j in jobs.values() if j not in ("-1", "None")}
+    q = subprocess.run(["squeue", "--noheader", "--format=%i %E"], capture_output=True, text=True, check=False)
+    for line in q.stdout.splitlines():
+        job, _, dep = line.partition(" ")
+        if any(f":{j}_" in dep or dep.endswith(f":{j}") or f":{j}(" in dep for j in ids):
+            ids.add(job.split("_")[0])
+    if ids:
+        subprocess.run(["scancel", *sorted(ids)], capture_output=True, check=False)
+    return sorted(ids)
 
 
 def _in_queue(job_ids: list[str]) -> bool:
