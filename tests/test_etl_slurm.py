@@ -6,7 +6,6 @@ Debian/Ubuntu) and never stopped here: other work may be using it.
 """
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -19,15 +18,9 @@ from mt5study.data.shards import Layout, read_json
 from mt5study.paths import ROOT
 
 from test_etl_engine import make_params, write_corpus
+from test_slurm_cluster import _slurm_up
 
 pytestmark = pytest.mark.slow
-
-
-def _slurm_up() -> bool:
-    if not shutil.which("scontrol"):
-        return False
-    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=60)
-    return "is UP" in ping.stdout
 
 
 @pytest.fixture(scope="module")
