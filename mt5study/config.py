@@ -100,6 +100,18 @@ class RunConfig(Section):
     """ZeRO-3: partition parameters as they are created (DeepSpeed zero.Init); False builds the
     whole model on every rank first (the old path, kept to measure it: scripts/bench_memory.py)."""
     fp16_initial_scale_power: int = Field(default=16, ge=0, le=32)  # initial loss scale 2**k
+    fp16_max_skipped_steps: int = Field(default=24, gt=0)
+    """fp16: consecutive optimizer steps the loss scaler may skip (gradient overflow) before the
+    run ends as `diverged`; from the initial scale 2**16 that is the scale halved to 2**-8 with the
+    gradients still overflowing. A non-finite loss ends any run as `diverged` at once."""
+    one_process: bool = False
+    """Run as one process at ZeRO-0 with the same global batch: nodes x processes_per_node is
+    folded into grad_accum, zero_stage becomes 0 and offload off (the resolved config.json shows
+    the folded values). For trials whose question is neither the ZeRO stage nor the world size:
+    in fp32 ZeRO-0 and ZeRO-3 curves agree to ~1e-5, and one process needs no launcher."""
+    launcher: Literal["auto", "accelerate"] = "auto"
+    """auto: a world of one runs as one plain process (`mt5study train`, which sets up its own
+    1-process group), several processes under `accelerate launch`; accelerate: always launched."""
     log_every: int = Field(default=1, gt=0)  # steps between metric lines
     eval_every: int = Field(default=0, ge=0)  # steps between held-out evaluations; 0 = end only
     eval_steps: list[int] = []  # further steps to evaluate at (e.g. a search's rungs)
@@ -111,6 +123,18 @@ class RunConfig(Section):
     @property
     def world_size(self) -> int:
         return self.nodes * self.processes_per_node
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_world(cls, data: Any) -> Any:
+        """one_process: the world's examples per step move into gradient accumulation."""
+        if not isinstance(data, dict) or data.get("one_process") is not True:
+            return data
+        nodes, per_node, accum = (data.get(k, 1) for k in ("nodes", "processes_per_node", "grad_accum"))
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (nodes, per_node, accum)):
+            return data  # the field checks name the bad value
+        return {**data, "nodes": 1, "processes_per_node": 1, "grad_accum": accum * nodes * per_node,
+                "zero_stage": 0, "offload_optimizer": False, "offload_params": False}
 
     @model_validator(mode="after")
     def _batch_arithmetic(self) -> "RunConfig":

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mt5study.config import ConfigError, TrainParams
-from mt5study.memory import reduce_bucket_elements
+from mt5study.memory import largest_layer_params, reduce_bucket_elements
+from mt5study.model import PRESETS
 from mt5study.records import read_json
 
 # Exit codes of `mt5study train` (also read by the Slurm batch script).
@@ -29,6 +30,10 @@ EXIT_OK = 0  # completed, diverged or unsupported: a result was recorded
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_PREEMPTED = 3  # checkpointed on a signal; rerun with --resume
+EXIT_DIVERGED = 4  # the loss went non-finite (or fp16 kept overflowing): recorded as `diverged`
+# A launched rank exits 0 whenever a result was recorded (torchrun counts any other code as a
+# crash); the launch as a whole (`mt5study launch`, `trial`, one plain process) exits with the
+# recorded status's code (`status_exit_code`).
 
 
 def deepspeed_config(params: TrainParams) -> dict[str, Any]:
@@ -56,6 +61,16 @@ def deepspeed_config(params: TrainParams) -> dict[str, Any]:
         # the order. mt5-base on 2 CPU ranks peaked 1.9 GiB per rank higher at step 2 than at
         # step 1 with the default. Only when weights are gathered changes, not the numbers.
         zero["stage3_max_reuse_distance"] = 0
+        # Prefetching (from step 2, once DeepSpeed has traced the module order) gathers upcoming
+        # weights while the current module runs. With DeepSpeed's defaults (bucket 5e7 elements,
+        # up to 1e9 live) the 192M-element vocabulary matrices of mt5-base were gathered next to
+        # the module in use: +0.98 GiB per rank at step 2 over step 1 on 2 CPU ranks. Sized from
+        # the model, the gathered weights stay within one largest module plus one prefetch
+        # bucket (Accelerate's "auto" values for the bucket and the persistence threshold).
+        d_model = PRESETS[params.model.preset]["d_model"]
+        zero["stage3_prefetch_bucket_size"] = int(0.9 * d_model * d_model)  # elements
+        zero["stage3_max_live_parameters"] = largest_layer_params(params.model.preset)  # elements
+        zero["stage3_param_persistence_threshold"] = 10 * d_model  # smaller weights stay whole (norms)
     if run.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     if run.offload_params:
@@ -126,6 +141,39 @@ def accelerate_command(
         cmd += ["--main_process_port", str(free_port())]
     cmd += ["-m", "mt5study.cli", "train", "--params", str(params_path), "--out", str(out_dir), *extra_args]
     return cmd
+
+
+def one_process_command(params_path: str | Path, out_dir: str | Path, extra_args: Sequence[str] = (),
+                        python: str | None = None) -> list[str]:
+    """`python -m mt5study.cli train ...`: a world of one, no launcher (the trainer sets up its group)."""
+    return [python or sys.executable, "-m", "mt5study.cli", "train", "--params", str(params_path),
+            "--out", str(out_dir), *extra_args]
+
+
+def uses_launcher(params: TrainParams) -> bool:
+    """Whether the run goes through `accelerate launch` (several processes, or asked for)."""
+    return params.run.world_size > 1 or params.run.launcher == "accelerate"
+
+
+# Variables a launcher (torchrun, accelerate, deepspeed) sets for each rank it starts.
+_LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
+                  "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+
+
+def launched() -> bool:
+    """Whether a launcher started this process (it sets LOCAL_RANK, which Accelerate reads too)."""
+    return "LOCAL_RANK" in os.environ
+
+
+def become_world_of_one() -> None:
+    """Set in this process what a launcher would set for a world of one on this host.
+
+    Accelerate and DeepSpeed then initialise a 1-process group (gloo on CPU) from them, and the
+    run goes through the same engine as a launched one."""
+    env = launch_env(1)
+    env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", GROUP_RANK="0",
+               ROLE_RANK="0", MASTER_ADDR=LOOPBACK, MASTER_PORT=str(free_port()))
+    os.environ.update(env)
 
 
 MACHINE_RANK_SLOT = "@MACHINE_RANK@"  # replaced by 0..N-1 in each local machine's command
@@ -208,15 +256,19 @@ def launch_env(processes_per_node: int = 1) -> dict[str, str]:
         # rank its share of the cores so that ranks x threads does not oversubscribe them.
         env.setdefault("DS_ACCELERATOR", "cpu")
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes_per_node)))
+        # glibc gives each thread that allocates (OpenMP, gloo, DeepSpeed's) its own heap arena,
+        # and freed blocks stay in them: two arenas bound that held-back memory per rank.
+        env.setdefault("MALLOC_ARENA_MAX", "2")
     return env
 
 
-def call_forwarding_signals(cmd: Sequence[str], env: dict[str, str], **popen: Any) -> int:
+def call_forwarding_signals(cmd: Sequence[str], env: dict[str, str], rank: bool = False, **popen: Any) -> int:
     """Run a launch, passing SIGUSR1/SIGTERM on to the training ranks only.
 
     The launchers (accelerate, torchrun) would die on SIGUSR1, so they start with it ignored
     (an ignored signal stays ignored across exec); the ranks install their own handler, and
     checkpoint. Slurm's `--signal=USR1@T` reaches every process of a step: the same rule holds.
+    `rank`: the command is itself the training process (one process, no launcher).
     """
     import signal
 
@@ -229,6 +281,8 @@ def call_forwarding_signals(cmd: Sequence[str], env: dict[str, str], **popen: An
         signal.signal(signal.SIGUSR1, old)
 
     def forward(signum, frame):  # noqa: ARG001
+        if rank and proc.poll() is None:
+            proc.send_signal(signal.SIGUSR1)  # the rank checkpoints
         try:
             for child in psutil.Process(proc.pid).children(recursive=True):
                 child.send_signal(signal.SIGUSR1)  # launchers ignore it, ranks checkpoint
@@ -260,19 +314,32 @@ def run(
     log_path: str | Path | None = None,
     check: bool = True,
 ) -> dict[str, Any]:
-    """Launch a training run on this machine, wait, and return its summary.json."""
+    """Run training on this machine, wait, and return its summary.json.
+
+    A world of one runs as one plain process (`one_process_command`; run.launcher: auto), several
+    processes under `accelerate launch`: the same trainer, engine, run folder and records.
+    """
     from mt5study import config
 
     params = config.load(params_path, overrides)
     sets = [f"--set={k}={_yaml_scalar(v)}" for k, v in (overrides or {}).items()]
-    cmd = accelerate_command(params, params_path, out_dir, extra_args=[*sets, *extra_args])
+    launched_run = uses_launcher(params)
+    if launched_run:
+        cmd = accelerate_command(params, params_path, out_dir, extra_args=[*sets, *extra_args])
+        env = launch_env(params.run.processes_per_node)
+    else:
+        cmd = one_process_command(params_path, out_dir, extra_args=[*sets, *extra_args])
+        env = {k: v for k, v in launch_env(1).items() if k not in _LAUNCHER_VARS}  # not a rank of ours
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = Path(log_path) if log_path else out / "launch.log"
     with open(log, "a", encoding="utf-8") as f:  # appended: a resumed run keeps its history
-        code = call_forwarding_signals(cmd, launch_env(params.run.processes_per_node), stdout=f, stderr=subprocess.STDOUT)
+        code = call_forwarding_signals(cmd, env, rank=not launched_run, stdout=f, stderr=subprocess.STDOUT)
     summary_path = out / "summary.json"
-    if code != EXIT_OK or not summary_path.exists():
+    recorded = read_json(summary_path).get("status") if summary_path.exists() else None
+    # a launcher exits 0 for any recorded result; one plain process with its status's code
+    expected = EXIT_OK if launched_run else status_exit_code(recorded)
+    if code != expected or recorded is None or recorded == "failed":
         tail = log.read_text(encoding="utf-8", errors="replace")[-4000:]
         if check:
             raise RuntimeError(f"training in {out} exited {code}; log {log}:\n{tail}")
@@ -282,7 +349,7 @@ def run(
 
 def status_exit_code(status: str | None) -> int:
     """The exit code that tells a job script what a recorded run status means."""
-    return {"preempted": EXIT_PREEMPTED, "failed": EXIT_FAILED}.get(status or "", EXIT_OK)
+    return {"preempted": EXIT_PREEMPTED, "failed": EXIT_FAILED, "diverged": EXIT_DIVERGED}.get(status or "", EXIT_OK)
 
 
 def exit_code(out_dir: str | Path, launcher_code: int) -> int:

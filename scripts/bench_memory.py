@@ -40,6 +40,9 @@ from mt5study import config, launch, memory, records  # noqa: E402
 PARAMS = ROOT / "params" / "cpu" / "bench_memory.yaml"
 OUT = ROOT / "outputs" / "bench"
 GIB = 2**30
+# Available memory a run needs before it starts: "after" peaks near 2 x 9 GiB; "before" reached
+# 11.4 GiB per rank and was OOM-killed, so it is only tried on an otherwise idle machine.
+NEEDS = {"after": 19 * GIB, "before": 20 * GIB}
 MIN_AVAILABLE = 3 * GIB // 2  # stop a launch before the machine runs short, whoever uses the memory
 
 
@@ -105,6 +108,8 @@ def watched_launch(overrides: dict, out: Path, cap_bytes: int, log: Path) -> dic
         "steps_completed": last.get("step", 0),
         "losses": [r["loss"] for r in rows],
         "train_peak_bytes_per_rank": last.get("peak_memory_bytes_per_rank"),
+        # peak RSS per rank up to each logged step (ru_maxrss at the step's metric line)
+        "peak_bytes_per_rank_by_step": {r["step"]: r["peak_memory_bytes_per_rank"] for r in rows},
         "process_peak_bytes_per_rank": [hwm[p] for p in sorted(hwm)],  # VmHWM, whole process
         "wall_seconds": time.perf_counter() - t0,
         "log": str(log),
@@ -170,9 +175,13 @@ def main() -> None:
         "predicted_bytes_per_rank": predicted, "runs": {},
     }
     path = OUT / "memory_mt5-base_zero3.json"
-    if a.only and path.exists():  # keep the other run's record
-        result["runs"] = {k: v for k, v in records.read_json(path).get("runs", {}).items() if k != a.only}
+    if path.exists():  # keep the records of runs not made now (skipped, or not asked for)
+        result["runs"] = records.read_json(path).get("runs", {})
     for name in ([a.only] if a.only else ["after", "before"]):
+        need = NEEDS[name]
+        if available_bytes() < need:  # other work holds the memory: measure later, never squeeze it
+            print(f"{name}: skipped, {available_bytes() / GIB:.1f} GiB available < {need / GIB:.0f} GiB needed")
+            continue
         cap = int(a.cap_gib * GIB) if a.cap_gib else available_bytes() - 2 * GIB
         out = OUT / f"memory_run_{name}"
         rec = watched_launch({"run.zero3_init": name == "after"}, out, cap, OUT / f"memory_{name}.log")
@@ -187,6 +196,9 @@ def main() -> None:
     print(f"\npredicted per rank: estimate {est['total'] / GIB:.2f} GiB + baseline {max(base) / GIB:.2f} GiB "
           f"= {predicted / GIB:.2f} GiB")
     for name, rec in result["runs"].items():
+        for step, peaks in rec.get("peak_bytes_per_rank_by_step", {}).items():
+            print(f"{name:6s} step {step}: peak per rank {[round(x / GIB, 2) for x in peaks]} GiB, "
+                  f"ratio {max(peaks) / predicted:.3f} of predicted {predicted / GIB:.2f} GiB")
         tp = rec["train_peak_bytes_per_rank"] or []
         pp = rec["process_peak_bytes_per_rank"]
         print(f"{name:6s} zero3_init={rec['zero3_init']}: {rec['status']}, steps {rec['steps_completed']}; "

@@ -1,83 +1,167 @@
-"""Tokens/s of mt5study's step loop against transformers' Seq2SeqTrainer, same model and data.
+"""Speed of mt5study's trainer: the 2-rank ZeRO-3 launch against one process without a launcher,
+the per-trial overhead of the default study, and (optionally) transformers' Seq2SeqTrainer.
 
-Both run one process, fp32 (bf16 with --precision bf16), the same preset, batch, sequence
-lengths and steps on the synthetic dataset; the first `--warmup` steps are excluded from both.
-mt5study goes through `accelerate launch` + DeepSpeed ZeRO-0; Seq2SeqTrainer runs plain torch
-(as most users run it). Prints and writes JSON (outputs/bench/trainer.json): a benchmark, not a
-test. Usage: python scripts/bench_trainer.py [--preset mini] [--steps 40] [--precision fp32]
+All runs: `mini`, fp32, the same data, seed, global batch and sequence lengths.
+1. Throughput: tokens/s over the steps after `--warmup` of
+   (a) the default pretraining layout, 2 gloo ranks under `accelerate launch`, ZeRO-3;
+   (b) one process, no launcher, ZeRO-0, the same global batch (`run.one_process: true`).
+2. Per-trial overhead at the default study's trial size (params/cpu/batch_lr.yaml: its token
+   budget at the base global batch, its fixed overrides): the wall time of `launch.run` minus the
+   time inside the step loop, as a fraction of the wall time, for both layouts. The trainer's
+   summary.json splits it: `start_to_train` (interpreter and imports), `setup` (process group,
+   DeepSpeed init, data open, model), `save_weights`; the launcher is the rest.
+3. `--hf`: Seq2SeqTrainer on the same model and data, one process (as most users run it).
+
+Prints the measured ratios and writes outputs/bench/trainer_<preset>_<precision>.json: a benchmark,
+not a test. Timings depend on what else runs on the machine (env.json's load average says).
+Usage: python scripts/bench_trainer.py [--steps 40] [--trial-steps N] [--hf]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+import yaml
 
-from mt5study import batches, config, launch, records
-from mt5study.model import build
-from mt5study.paths import OUTPUTS
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-ap = argparse.ArgumentParser()
+from mt5study import batches, config, launch, records  # noqa: E402
+from mt5study.paths import OUTPUTS  # noqa: E402
+
+ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 ap.add_argument("--preset", default="mini")
-ap.add_argument("--steps", type=int, default=40)
-ap.add_argument("--warmup", type=int, default=5)
-ap.add_argument("--micro-batch", type=int, default=16)
-ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+ap.add_argument("--steps", type=int, default=40, help="steps of each throughput run")
+ap.add_argument("--warmup", type=int, default=5, help="first steps left out of tokens/s")
+ap.add_argument("--trial-steps", type=int, default=None,
+                help="steps of the overhead trials (default: batch_lr's token budget at the base batch)")
+ap.add_argument("--hf", action="store_true", help="also time transformers' Seq2SeqTrainer")
 args = ap.parse_args()
 
-vocab = 8000
-doc = {
-    "model": {"preset": args.preset, "vocab_size": vocab},
-    "data": {"synthetic": {"num_train": 2048, "num_validation": 64, "vocab_size": vocab},
-             "input_length": 64, "target_length": 16},
-    "optim": {"name": "adamw", "lr": 1e-3, "schedule": "constant", "grad_clip": 1.0},
-    "run": {"seed": 0, "steps": args.steps, "micro_batch": args.micro_batch, "processes_per_node": 1,
-            "precision": args.precision, "zero_stage": 0, "log_every": 1, "eval_every": 0, "eval_batches": 1},
+VOCAB = 8000
+LENGTHS = (64, 14)  # params/cpu/mini.yaml's encoder and decoder tokens
+MICRO, GLOBAL = 8, 16  # mini.yaml: 8 examples x 2 ranks
+LAYOUTS = {  # name -> run overrides on top of the base
+    "launched_2rank_zero3": {"run.processes_per_node": 2, "run.zero_stage": 3, "run.grad_accum": 1},
+    "one_process_zero0": {"run.processes_per_node": 2, "run.zero_stage": 3, "run.grad_accum": 1,
+                          "run.one_process": True},
 }
-tokens_per_step = args.micro_batch * (64 + 16)
 
-with tempfile.TemporaryDirectory() as tmp:
-    import yaml
 
-    p = Path(tmp) / "bench.yaml"
+def base_doc(steps: int) -> dict:
+    """`mini` on a synthetic dataset of the ETL's vocabulary (no ETL output needed)."""
+    return {
+        "model": {"preset": args.preset, "vocab_size": VOCAB},
+        "data": {"synthetic": {"num_train": 4096, "num_validation": 64, "vocab_size": VOCAB},
+                 "input_length": LENGTHS[0], "target_length": LENGTHS[1]},
+        "optim": {"name": "adamw", "lr": 2e-3, "schedule": "constant", "grad_clip": 1.0},
+        "run": {"seed": 0, "steps": steps, "micro_batch": MICRO, "global_batch": GLOBAL, "precision": "fp32",
+                "log_every": 1, "eval_every": 0, "eval_batches": 1},
+    }
+
+
+def timed_run(doc: dict, overrides: dict, out: Path) -> tuple[dict, float]:
+    p = out.parent / f"{out.name}.yaml"
     p.write_text(yaml.safe_dump(doc))
-    params = config.load(p)
-    launch.run(p, Path(tmp) / "ours")
-    rows = records.read_metrics(Path(tmp) / "ours" / "metrics.jsonl")[args.warmup:]
-    ours = tokens_per_step * len(rows) / sum(r["step_seconds"] for r in rows)
+    t0 = time.perf_counter()
+    summary = launch.run(p, out, overrides=overrides)
+    return summary, time.perf_counter() - t0
 
-    # Seq2SeqTrainer on the same data and model
-    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
-    splits = batches.synthetic_splits(params.data, params.run.seed)
-    model = build(args.preset, vocab_size=vocab)
+def tokens_per_second(out: Path) -> float:
+    rows = records.read_metrics(out / "metrics.jsonl")[args.warmup:]
+    if not rows:
+        raise SystemExit(f"{out}: no steps after the {args.warmup} warm-up steps; raise --steps")
+    tokens = GLOBAL * sum(LENGTHS)
+    return tokens * len(rows) / sum(r["step_seconds"] for r in rows)
 
-    class Timer(TrainerCallback):
-        times: list[float] = []
 
-        def on_step_begin(self, a, state, control, **kw):
-            self.t0 = time.perf_counter()
+def trial_setup() -> tuple[int, dict]:
+    """Steps and fixed overrides of one default-study trial at the base global batch."""
+    study = config.load(ROOT / "params" / "cpu" / "batch_lr.yaml").study
+    steps = args.trial_steps or max(1, study.budget_tokens // (GLOBAL * sum(LENGTHS)))
+    return steps, dict(study.fixed)
 
-        def on_step_end(self, a, state, control, **kw):
-            self.times.append(time.perf_counter() - self.t0)
 
-    targs = Seq2SeqTrainingArguments(
-        output_dir=str(Path(tmp) / "hf"), per_device_train_batch_size=args.micro_batch, max_steps=args.steps,
-        learning_rate=1e-3, lr_scheduler_type="constant", max_grad_norm=1.0, logging_steps=10**9,
-        save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(), seed=0,
-        bf16=args.precision == "bf16", dataloader_num_workers=0, disable_tqdm=True)
-    timer = Timer()
-    Seq2SeqTrainer(model=model, args=targs, train_dataset=splits["train"], callbacks=[timer]).train()
-    hf = tokens_per_step * (args.steps - args.warmup) / sum(timer.times[args.warmup:])
+result: dict = {"preset": args.preset, "precision": "fp32", "global_batch": GLOBAL, "lengths": LENGTHS,
+                "env": records.environment(load_average=os.getloadavg())}
+with tempfile.TemporaryDirectory() as tmp:
+    tmp = Path(tmp)
+    # 1. throughput
+    speed = {}
+    for name, ov in LAYOUTS.items():
+        summary, _ = timed_run(base_doc(args.steps), ov, tmp / f"speed_{name}")
+        speed[name] = tokens_per_second(tmp / f"speed_{name}")
+        print(f"{name:22s} {speed[name]:9,.0f} tokens/s", flush=True)
+    result["tokens_per_second"] = speed
+    result["one_process_over_launched"] = speed["one_process_zero0"] / speed["launched_2rank_zero3"]
 
-result = {
-    "preset": args.preset, "precision": args.precision, "micro_batch": args.micro_batch, "steps": args.steps,
-    "tokens_per_step": tokens_per_step, "mt5study_tokens_per_second": ours,
-    "seq2seqtrainer_tokens_per_second": hf, "ratio": ours / hf, "env": records.environment(),
-}
-out = OUTPUTS / "bench" / f"trainer_{args.preset}_{args.precision}.json"
+    # 2. per-trial overhead at the default study's trial size
+    steps, fixed = trial_setup()
+    overhead = {}
+    for name, ov in LAYOUTS.items():
+        summary, wall = timed_run(base_doc(steps), {**fixed, **ov}, tmp / f"trial_{name}")
+        t = summary.get("timings_seconds", {})
+        loop = t.get("steps", float("nan"))
+        overhead[name] = {
+            "trial_steps": steps, "wall_seconds": wall, "step_loop_seconds": loop,
+            "overhead_seconds": wall - loop, "overhead_fraction": (wall - loop) / wall,
+            "start_to_train_seconds": t.get("start_to_train"), "setup_seconds": t.get("setup"),
+            "save_weights_seconds": t.get("save_weights"),
+            "launcher_seconds": wall - t.get("in_train", float("nan")) - t.get("start_to_train", 0.0),
+        }
+        o = overhead[name]
+        print(f"{name:22s} trial of {steps} steps: wall {wall:.1f} s, step loop {loop:.1f} s, overhead "
+              f"{o['overhead_seconds']:.1f} s = {o['overhead_fraction']:.1%} (imports {o['start_to_train_seconds']:.1f} s, "
+              f"setup {o['setup_seconds']:.1f} s, save {o['save_weights_seconds']:.1f} s, "
+              f"launcher {o['launcher_seconds']:.1f} s)", flush=True)
+    result["trial_overhead"] = overhead
+
+    # 3. Seq2SeqTrainer, one process, same model and data
+    if args.hf:
+        import torch
+        from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+
+        from mt5study.model import build
+
+        p = tmp / "hf.yaml"
+        p.write_text(yaml.safe_dump(base_doc(args.steps)))
+        params = config.load(p, {"run.one_process": True})
+        splits = batches.synthetic_splits(params.data, params.run.seed)
+
+        class Timer(TrainerCallback):
+            times: list[float] = []
+
+            def on_step_begin(self, a, state, control, **kw):
+                self.t0 = time.perf_counter()
+
+            def on_step_end(self, a, state, control, **kw):
+                self.times.append(time.perf_counter() - self.t0)
+
+        targs = Seq2SeqTrainingArguments(
+            output_dir=str(tmp / "hf"), per_device_train_batch_size=GLOBAL, max_steps=args.steps,
+            learning_rate=2e-3, lr_scheduler_type="constant", max_grad_norm=1.0, logging_steps=10**9,
+            save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(), seed=0,
+            dataloader_num_workers=0, disable_tqdm=True)
+        timer = Timer()
+        Seq2SeqTrainer(model=build(args.preset, vocab_size=VOCAB), args=targs, train_dataset=splits["train"],
+                       callbacks=[timer]).train()
+        hf = GLOBAL * sum(LENGTHS) * (args.steps - args.warmup) / sum(timer.times[args.warmup:])
+        result["tokens_per_second"]["seq2seqtrainer"] = hf
+        result["one_process_over_seq2seqtrainer"] = speed["one_process_zero0"] / hf
+        print(f"{'seq2seqtrainer':22s} {hf:9,.0f} tokens/s", flush=True)
+
+result["load_average_after"] = os.getloadavg()
+out = OUTPUTS / "bench" / f"trainer_{args.preset}_fp32.json"
 records.write_json_atomic(out, result)
-print(f"mt5study {ours:,.0f} tok/s  Seq2SeqTrainer {hf:,.0f} tok/s  ratio {ours / hf:.3f}  -> {out}")
+ov = result["trial_overhead"]
+print(f"\ntokens/s: one process {speed['one_process_zero0']:,.0f} / 2-rank ZeRO-3 launch "
+      f"{speed['launched_2rank_zero3']:,.0f} = {result['one_process_over_launched']:.2f}x")
+print("per-trial overhead fraction: " + ", ".join(f"{k} {v['overhead_fraction']:.1%}" for k, v in ov.items()))
+print(f"load average (1, 5, 15 min) before {result['env']['load_average']}, after {result['load_average_after']}")
+print(f"written {out}")
