@@ -4,11 +4,12 @@ random init, evaluated per language."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from mt5study import config
 from mt5study.paths import PARAMS
-from mt5study.qa import finetune, prepare
+from mt5study.qa import figures, finetune, prepare
 from mt5study.qa.config import QAParams
 
 SMOKE = PARAMS / "cpu" / "qa_smoke.yaml"
@@ -84,39 +85,92 @@ def test_checkpoint_must_match_tokenizer_and_preset(tmp_path, tokenizer):
 def test_the_two_runs_differ_only_in_their_start(tmp_path):
     params = config.load(SMOKE)
     base = {"checkpoint": "/ckpt/model", "tokenizer": "/tok", "vocab_size": 1000}
-    a = finetune.run_overrides(params, base, tmp_path, "pretrained")
-    b = finetune.run_overrides(params, base, tmp_path, "random_init")
+    a = finetune.run_overrides(params, base, tmp_path, "pretrained", seed=1)
+    b = finetune.run_overrides(params, base, tmp_path, "random_init", seed=1)
     assert a.pop("model.checkpoint") == "/ckpt/model" and b.pop("model.checkpoint") is None
     assert a == b and a["data.path"] == str(tmp_path.resolve()) and a["model.vocab_size"] == 1000
+    assert a["run.seed"] == 1
     for ov in (a, b):  # both are valid training params
         config.load(PARAMS / "cpu" / "qa_finetune_smoke.yaml", ov)
 
 
+def test_seeds_are_distinct_and_the_default_study_has_three():
+    doc = qa_doc(tokenizer="outputs/etl")
+    doc["qa"]["finetune"].update(checkpoint="outputs/pretrain/model", seeds=[0, 0])
+    with pytest.raises(config.ConfigError, match="repeated"):
+        config.validate(doc, "x", QAParams)
+    doc["qa"]["finetune"]["seeds"] = []
+    with pytest.raises(config.ConfigError, match="seeds"):
+        config.validate(doc, "x", QAParams)
+    assert len(config.load(PARAMS / "cpu" / "qa.yaml").qa.finetune.seeds) >= 3
+
+
+def _results(f1: dict[str, list[float]], em: dict[str, list[float]]) -> pd.DataFrame:
+    rows = []
+    for init in f1:
+        for seed, (f, e) in enumerate(zip(f1[init], em[init])):
+            for lang, shift in (("de", -1.0), ("en", 1.0)):
+                rows.append({"init": init, "seed": seed, "lang": lang, "normalization": "language-aware",
+                             "rules": "mlqa", "questions": 10, "exact_match": e + shift, "f1": f + shift})
+            rows.append({"init": init, "seed": seed, "lang": "all", "normalization": "language-aware",
+                         "rules": "mean over languages", "questions": 20, "exact_match": e, "f1": f})
+    return pd.DataFrame(rows)
+
+
+def test_table_gives_mean_sd_and_n_per_language():
+    r = _results({"pretrained": [40.0, 42.0, 44.0], "random_init": [10.0, 11.0, 12.0]},
+                 {"pretrained": [20.0, 21.0, 22.0], "random_init": [1.0, 2.0, 3.0]})
+    table = finetune.score_pivot(r)
+    assert list(table.index) == ["de", "en", "all"]
+    assert table.loc["all", "pretrained F1"] == "42.0 ± 2.0" and table.loc["en", "random_init EM"] == "3.0 ± 1.0"
+    assert table.loc["all", "pretrained n"] == 3 and table.loc["de", "questions"] == 10
+    text = figures.verdict(r)
+    assert "the pretrained start is better than random initialisation on F1" in text
+    assert "by 31.0" in text and "paired t-interval over seeds" in text
+
+
+def test_one_seed_gives_no_spread_and_no_verdict():
+    r = _results({"pretrained": [40.0], "random_init": [10.0]}, {"pretrained": [20.0], "random_init": [1.0]})
+    assert finetune.score_pivot(r).loc["all", "pretrained F1"] == "40.0 (no spread)"
+    assert "no spread can be given, so no verdict" in figures.verdict(r)
+
+
+def test_within_noise_is_said():
+    r = _results({"pretrained": [10.0, 14.0, 12.0], "random_init": [11.0, 13.0, 12.5]},
+                 {"pretrained": [1.0, 2.0, 3.0], "random_init": [2.0, 1.0, 3.0]})
+    assert "matches random initialisation within noise on F1" in figures.verdict(r)
+
+
 @pytest.mark.slow
 def test_smoke_study_end_to_end(tmp_path):
-    """ETL smoke -> 8 pretraining steps -> QA data -> two fine-tunes (accelerate + DeepSpeed
-    ZeRO-3, 2 processes) -> greedy evaluation -> per-language EM/F1; a rerun reuses everything."""
+    """ETL smoke -> 8 pretraining steps -> QA data -> fine-tunes from both starts, 2 seeds each
+    (accelerate + DeepSpeed ZeRO-3, 2 processes) -> greedy evaluation -> per-language EM/F1 with
+    their spread over seeds; a rerun reuses everything."""
     params = config.load(SMOKE)
+    seeds = params.qa.finetune.seeds
     out = finetune.run(params, tmp_path / "qa")
     runs, results, predictions = out["runs"], out["results"], out["predictions"]
-    assert list(runs["init"]) == ["pretrained", "random_init"]
-    assert list(runs["status"]) == ["completed", "completed"], runs[["init", "status", "error"]].to_dict("records")
+    assert list(zip(runs["init"], runs["seed"])) == [(i, s) for i in ("pretrained", "random_init") for s in seeds]
+    assert set(runs["status"]) == {"completed"}, runs[["init", "seed", "status", "error"]].to_dict("records")
     assert (runs["steps"] == config.load(PARAMS / "cpu" / "qa_finetune_smoke.yaml").run.steps).all()
+    a, b = (runs[runs.init == "random_init"].sort_values("seed")["final_train_loss"]).tolist()
+    assert a != b  # the seed changes the run (initialisation and data order)
     langs = set(params.qa.source.languages)
     for init in ("pretrained", "random_init"):
         sub = results[results.init == init]
-        assert set(sub.lang) == langs | {"all"}
+        assert set(sub.lang) == langs | {"all"} and set(sub.seed) == set(seeds)
         assert set(sub.normalization) == {"squad", "language-aware"}
         assert sub[["exact_match", "f1"]].apply(lambda s: s.between(0, 100)).all().all()
     from mt5study.qa.evaluate import read_examples
 
     n_val = len(read_examples(out["data"]))
-    assert len(predictions) == 2 * n_val  # every validation question, answered or scored as ""
+    assert len(predictions) == 2 * len(seeds) * n_val  # every validation question, answered or scored as ""
     assert (tmp_path / "qa" / "results.parquet").exists() and (tmp_path / "qa" / "study.json").exists()
     table = finetune.score_pivot(results)
-    assert list(table.index)[-1] == "all"
-    summary_times = [(tmp_path / "qa" / "runs" / i / "summary.json").stat().st_mtime for i in ("pretrained", "random_init")]
+    assert list(table.index)[-1] == "all" and (table["pretrained n"] == len(seeds)).all()
+    assert "paired t-interval over seeds" in figures.verdict(results)
+    folders = [tmp_path / "qa" / "runs" / i / f"seed{s}" / "summary.json" for i in finetune.INITS for s in seeds]
+    summary_times = [f.stat().st_mtime for f in folders]
     again = finetune.run(params, tmp_path / "qa")  # finished runs and evaluations are reused
-    assert [(tmp_path / "qa" / "runs" / i / "summary.json").stat().st_mtime
-            for i in ("pretrained", "random_init")] == summary_times
+    assert [f.stat().st_mtime for f in folders] == summary_times
     assert again["results"].equals(results)

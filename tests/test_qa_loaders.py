@@ -77,6 +77,24 @@ def test_malformed_records_are_counted_not_guessed(tmp_path):
     assert [r["id"] for r in rows] == ["c"] and report["languages"]["fi"]["malformed"] == 2
 
 
+def test_a_file_with_wrong_fields_is_a_named_error(tmp_path):
+    path = tmp_path / "wrong.jsonl"
+    recs = [{"id": "a", "passage": CTX, "query": "q", "answer": "Helsinki"}] * 3  # not SQuAD's field names
+    path.write_text("\n".join(json.dumps(r) for r in recs), encoding="utf-8")
+    with pytest.raises(loaders.QADataError, match=rf"QA set {path}: no record has the fields .*first: {path}:1"):
+        loaders.load_split([loaders.QASet(path=str(path), lang="fi")], None, None, 0, "train")
+
+
+def test_a_language_without_validation_records_is_a_named_error(tmp_path):
+    path = tmp_path / "val.jsonl"
+    path.write_text(json.dumps(flat("q", "q", "Helsinki", 0, lang="fi")), encoding="utf-8")
+    s = [loaders.QASet(path=str(path))]
+    with pytest.raises(loaders.QADataError, match=r"validation split: no usable record in language\(s\) \['xx'\]"):
+        loaders.load_split(s, ["fi", "xx"], None, 0, "validation")
+    rows, _ = loaders.load_split(s, ["fi", "xx"], None, 0, "train")  # training may miss a language (zero-shot)
+    assert [r["lang"] for r in rows] == ["fi"]
+
+
 def test_missing_file_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no file matches"):
         loaders.load_split([loaders.QASet(path=str(tmp_path / "nope.json"))], None, None, 0, "train")

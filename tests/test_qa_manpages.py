@@ -106,6 +106,34 @@ def test_build_locates_answers_and_splits_by_command(man_dir):
 
 
 @needs_groff
+def test_which_option_asks_for_the_tag(man_dir):
+    """task which_option: the description is in the question, the option's tag is the answer."""
+    source = QASource(kind="manpages", validation_fraction=0.3,
+                      manpages=ManpagesQA(man_dir=str(man_dir), max_answer_chars=40, task="which_option", workers=2))
+    splits, report = manpages.build(source, seed=0)
+    rows = {ex["id"]: ex for ex in splits["train"] + splits["validation"]}
+    for ex in rows.values():
+        start, text = ex["answers"]["answer_start"][0], ex["answers"]["text"][0]
+        assert ex["context"][start: start + len(text)] == text
+    a, w = rows["manpages/en/cmd3/-a"], rows["manpages/de/cmd3/--width"]
+    assert a["question"] == "Which option of cmd3: show all entries of cmd3" and a["answers"]["text"] == ["-a, --all"]
+    assert w["question"] == "Welche Option von cmd3: Setzt die Breite." and w["answers"]["text"] == ["--width=COLS"]
+    assert report["languages"]["en"]["answer_too_short"] == 10  # "=" of -z: no description to quote
+
+
+def test_every_language_has_both_templates():
+    from mt5study.qa.config import QUESTION_TEMPLATES, WHICH_OPTION_TEMPLATES
+
+    assert set(WHICH_OPTION_TEMPLATES) == set(QUESTION_TEMPLATES)
+    assert all("{cmd}" in t and "{desc}" in t for t in WHICH_OPTION_TEMPLATES.values())
+
+
+def test_unknown_language_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"no question template for languages \['xx'\]"):
+        QASource(kind="manpages", languages=["de", "xx"])
+
+
+@needs_groff
 def test_limits_hold_out_at_least_one_command(man_dir):
     source = QASource(kind="manpages", languages=["de"], validation_fraction=0.2,
                       manpages=ManpagesQA(man_dir=str(man_dir), max_commands_per_language=3, max_questions_per_command=1))

@@ -51,8 +51,40 @@ QUESTION_TEMPLATES: dict[str, str] = {
 }
 
 
+# Templates of the `which_option` task: {desc} is the option's description (its first paragraph,
+# or first sentence when long), {cmd} the command; the answer is the option's tag ("-a, --all").
+WHICH_OPTION_TEMPLATES: dict[str, str] = {
+    "en": "Which option of {cmd}: {desc}",
+    "de": "Welche Option von {cmd}: {desc}",
+    "fr": "Quelle option de {cmd} : {desc}",
+    "es": "¿Qué opción de {cmd}?: {desc}",
+    "it": "Quale opzione di {cmd}: {desc}",
+    "pt": "Qual opção de {cmd}: {desc}",
+    "nl": "Welke optie van {cmd}: {desc}",
+    "sv": "Vilken flagga för {cmd}: {desc}",
+    "da": "Hvilket tilvalg til {cmd}: {desc}",
+    "nb": "Hvilket valg for {cmd}: {desc}",
+    "pl": "Która opcja polecenia {cmd}: {desc}",
+    "cs": "Který přepínač příkazu {cmd}: {desc}",
+    "ro": "Ce opțiune a comenzii {cmd}: {desc}",
+    "ru": "Какой параметр команды {cmd}: {desc}",
+    "uk": "Який параметр команди {cmd}: {desc}",
+    "tr": "{cmd} komutunun hangi seçeneği: {desc}",
+    "vi": "Tùy chọn nào của {cmd}: {desc}",
+    "id": "Opsi mana pada {cmd}: {desc}",
+    "ja": "{cmd} のどのオプション：{desc}",
+    "zh": "{cmd} 的哪个选项：{desc}",
+    "ko": "{cmd}의 어떤 옵션: {desc}",
+}
+
+
 class ManpagesQA(Section):
     """The embedded QA set: one question per documented option of a section-1 manual page."""
+
+    task: Literal["describe_option", "which_option"] = "describe_option"
+    """describe_option: "What does the option -v of ls do?" -> its description (up to
+    max_answer_chars); which_option: "Which option of ls: <description>" -> the option's tag as
+    the page prints it ("-v, --verbose"), a short answer of a few words as in SQuAD and MLQA."""
 
     man_dir: str = "/usr/share/man"
     """Root of the pages: man1/ holds English, <locale>/man1/ the translations."""
@@ -64,7 +96,8 @@ class ManpagesQA(Section):
     context_chars: int = Field(default=700, ge=100)
     """A context is a run of consecutive option entries of at most this many characters."""
     max_answer_chars: int = Field(default=160, ge=10)
-    """Longer descriptions are cut to their first sentence; still longer ones are skipped."""
+    """Longer descriptions are cut to their first sentence; still longer ones are skipped (the
+    answer of describe_option, the description quoted in the question of which_option)."""
     min_answer_chars: int = Field(default=3, ge=1)  # shorter descriptions ("=") are skipped
     render_timeout_s: float = Field(default=30.0, gt=0.0)  # groff per page
     workers: int = Field(default=2, ge=1)  # groff processes rendering pages at a time
@@ -143,6 +176,15 @@ class FinetuneConfig(Section):
     """Dotted overrides of the training params (run.steps, optim.lr ...)."""
     compare_random_init: bool = True
     """Also fine-tune from random initialisation on the same budget (does pretraining help?)."""
+    seeds: list[int] = Field(default=[0], min_length=1)
+    """run.seed of the fine-tuning runs, one run per start and seed (data order, dropout, and the
+    random initialisation): >= 2 give each score a spread; with one, no spread can be given."""
+
+    @model_validator(mode="after")
+    def _distinct_seeds(self) -> FinetuneConfig:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"finetune.seeds {self.seeds}: a seed is repeated")
+        return self
 
 
 class PretrainConfig(Section):

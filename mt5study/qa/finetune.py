@@ -3,11 +3,14 @@
     outputs/<qa name>/
       pretrain/etl/, pretrain/run/       only with qa.pretrain: the study's own base model
       data/<fingerprint>/                prepare's folder (examples, trainer dataset, eval windows)
-      runs/pretrained/                   fine-tuned from the pretrained checkpoint (a trainer run folder)
-      runs/random_init/                  the same params and budget from random initialisation
-      eval/<init>/                       predictions.parquet, scores.parquet, scores.json (last)
-      results.parquet                    tidy: init x language x normalisation -> EM, F1
+      runs/pretrained/seed<k>/           fine-tuned from the pretrained checkpoint (a trainer run folder)
+      runs/random_init/seed<k>/          the same params and budget from random initialisation
+      eval/<init>/seed<k>/               predictions.parquet, scores.parquet, scores.json (last)
+      results.parquet                    tidy: init x seed x language x normalisation -> EM, F1
       runs.parquet                       one row per fine-tuning run (status, steps, losses, time)
+
+Every start is fine-tuned once per seed of `qa.finetune.seeds` (run.seed: data order and dropout,
+and the weights of the random initialisation), so each score has a spread over seeds.
 
 Both fine-tuning runs are `mt5study.launch.run` launches of the same training params (ZeRO stage,
 precision, batch, learning rate), differing only in `model.checkpoint`; a finished run is reused
@@ -138,11 +141,12 @@ def finetune_params(params: QAParams, overrides: dict[str, Any] | None = None) -
     return config.load(path, {**params.qa.finetune.overrides, **(overrides or {})}, schema=config.TrainParams)
 
 
-def run_overrides(params: QAParams, base: dict[str, Any], data: Path, init: str) -> dict[str, Any]:
-    """What a fine-tuning run changes in the training params: data, lengths, start weights."""
+def run_overrides(params: QAParams, base: dict[str, Any], data: Path, init: str, seed: int = 0) -> dict[str, Any]:
+    """What a fine-tuning run changes in the training params: data, lengths, start weights, seed."""
     qa = params.qa
     return {
         **qa.finetune.overrides,
+        "run.seed": seed,
         "data.path": str(Path(data).resolve()),
         "data.input_length": qa.input_length,
         "data.target_length": qa.target_length,
@@ -161,28 +165,30 @@ def _train(out: Path, base_path: Path, overrides: dict[str, Any], redo: bool, ke
 
 def train_runs(params: QAParams, root: Path, data: Path, base: dict[str, Any], redo: bool = False,
                keep_stale: bool = False) -> pd.DataFrame:
-    """Fine-tune from the pretrained checkpoint and (if asked) from random init; one row each."""
+    """Fine-tune from the pretrained checkpoint and (if asked) from random init, once per seed;
+    one row per run."""
     manifest = records.read_json(Path(data) / "manifest.json")
     inits = INITS if params.qa.finetune.compare_random_init else INITS[:1]
     base_path = find(params.qa.finetune.params)
     rows = []
     for init in inits:
-        overrides = run_overrides(params, base, data, init)
-        train = config.load(base_path, overrides, schema=config.TrainParams)
-        need = train.run.micro_batch * train.run.world_size
-        for split, n in manifest["num_examples"].items():
-            if n < need:
-                raise ValueError(f"QA {split} split has {n} training windows, fewer than one micro-batch on "
-                                 f"every rank ({need}); add questions or lower run.micro_batch")
-        out = root / "runs" / init
-        print(f"[{params.qa.name}] fine-tuning from {init} -> {out}", flush=True)
-        summary = _train(out, base_path, overrides, redo, keep_stale)
-        print(f"[{params.qa.name}]   {summary.get('status')} eval_loss={summary.get('final_eval_loss')}", flush=True)
-        model_cfg = out / "model" / "config.json"
-        rows.append({"init": init, "run": str(out), **{k: summary.get(k) for k in (
-            "status", "error", "steps", "tokens", "wall_seconds", "final_train_loss", "final_eval_loss")},
-            "dropout_rate": records.read_json(model_cfg).get("dropout_rate") if model_cfg.exists() else None,
-            **{k: v for k, v in records.provenance(out).items() if k != "run"}})
+        for seed in params.qa.finetune.seeds:
+            overrides = run_overrides(params, base, data, init, seed)
+            train = config.load(base_path, overrides, schema=config.TrainParams)
+            need = train.run.micro_batch * train.run.world_size
+            for split, n in manifest["num_examples"].items():
+                if n < need:
+                    raise ValueError(f"QA {split} split has {n} training windows, fewer than one micro-batch on "
+                                     f"every rank ({need}); add questions or lower run.micro_batch")
+            out = root / "runs" / init / f"seed{seed}"
+            print(f"[{params.qa.name}] fine-tuning from {init}, seed {seed}", flush=True)
+            summary = _train(out, base_path, overrides, redo, keep_stale)
+            print(f"[{params.qa.name}]   {summary.get('status')} eval_loss={summary.get('final_eval_loss')}", flush=True)
+            model_cfg = out / "model" / "config.json"
+            rows.append({"init": init, "seed": seed, "run": str(out), **{k: summary.get(k) for k in (
+                "status", "error", "steps", "tokens", "wall_seconds", "final_train_loss", "final_eval_loss")},
+                "dropout_rate": records.read_json(model_cfg).get("dropout_rate") if model_cfg.exists() else None,
+                **{k: v for k, v in records.provenance(out).items() if k != "run"}})
     table = pd.DataFrame(rows)
     table.to_parquet(root / "runs.parquet", index=False)
     return table
@@ -193,7 +199,8 @@ def curves(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in runs.iterrows():
         for m in records.read_metrics(Path(r["run"]) / "metrics.jsonl"):
-            rows.append({"init": r["init"], "step": m["step"], "loss": m.get("loss"), "eval_loss": m.get("eval_loss")})
+            rows.append({"init": r["init"], "seed": r.get("seed", 0), "step": m["step"], "loss": m.get("loss"),
+                         "eval_loss": m.get("eval_loss")})
     return pd.DataFrame(rows)
 
 
@@ -201,48 +208,73 @@ def curves(runs: pd.DataFrame) -> pd.DataFrame:
 
 def evaluate_runs(params: QAParams, root: Path, data: Path, base: dict[str, Any], runs: pd.DataFrame,
                   redo: bool = False, keep_stale: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Scores (tidy: init x lang x normalisation) and predictions of every completed run."""
+    """Scores (tidy: init x seed x lang x normalisation) and predictions of every completed run."""
     from mt5study.qa import evaluate
 
     tok = prepare_lib.Tokenizer(base["tokenizer"])
     scores, predictions = [], []
     for _, r in runs.iterrows():
+        seed = int(r.get("seed", 0))
         if r["status"] != "completed":
-            print(f"[{params.qa.name}] {r['init']}: {r['status']}, not evaluated", flush=True)
+            print(f"[{params.qa.name}] {r['init']} seed {seed}: {r['status']}, not evaluated", flush=True)
             continue
-        out = root / "eval" / r["init"]  # also redone when the evaluation code changed
+        out = root / "eval" / r["init"] / f"seed{seed}"  # also redone when the evaluation code changed
         again, wanted = _code_check(out, "qa_eval", redo, keep_stale)
         preds, sc = evaluate.evaluate_run(Path(r["run"]), data, params.qa.eval, tok, out, again)
         if again or not (out / records.INPUTS_FILE).exists():
             records.write_json_atomic(out / records.INPUTS_FILE, wanted)
-        scores.append(sc.assign(init=r["init"]))
-        predictions.append(preds.assign(init=r["init"]))
+        scores.append(sc.assign(init=r["init"], seed=seed))
+        predictions.append(preds.assign(init=r["init"], seed=seed))
     results = pd.concat(scores, ignore_index=True) if scores else pd.DataFrame()
     preds = pd.concat(predictions, ignore_index=True) if predictions else pd.DataFrame()
     if not results.empty:
-        results = results[["init", "lang", "normalization", "rules", "questions", "exact_match", "f1"]]
+        results = results[["init", "seed", "lang", "normalization", "rules", "questions", "exact_match", "f1"]]
     results.to_parquet(root / "results.parquet", index=False)
     return results, preds
 
 
 def score_pivot(results: pd.DataFrame, normalization: str = "language-aware", digits: int = 1) -> pd.DataFrame:
-    """EM and F1 per language (rows) and start (columns), rounded: the notebook's stable table."""
+    """EM and F1 per language (rows) and start (columns) as mean ± sd over seeds, with n (seeds)
+    and the questions scored: the notebook's stable table. One seed: the mean, marked no spread."""
+    from mt5study import stats
+
     sub = results[results.normalization == normalization]
-    table = sub.pivot_table(index="lang", columns="init", values=["exact_match", "f1"], aggfunc="first")
-    langs = [l for l in table.index if l != "all"] + (["all"] if "all" in table.index else [])
-    return table.loc[langs].round(digits)
+    rows = []
+    for lang in lang_order(sub["lang"]):
+        at = sub[sub.lang == lang]
+        row: dict[str, Any] = {"lang": lang, "questions": int(at["questions"].iloc[0])}
+        for init in [i for i in INITS if i in set(at["init"])]:
+            one = at[at.init == init]
+            for col, name in (("exact_match", "EM"), ("f1", "F1")):
+                sp = stats.spread(one[col].astype(float).tolist())
+                row[f"{init} {name}"] = (f"{sp.mean:.{digits}f} ± {sp.sd:.{digits}f}" if sp.has_spread
+                                         else f"{sp.mean:.{digits}f} (no spread)")
+            row[f"{init} n"] = int(one["seed"].nunique()) if "seed" in one else len(one)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("lang")
+
+
+def lang_order(langs: pd.Series) -> list[str]:
+    """Languages sorted, then `all` (the mean over languages)."""
+    order = sorted(set(langs) - {"all"})
+    return order + (["all"] if "all" in set(langs) else [])
 
 
 def sample_predictions(predictions: pd.DataFrame, per_language: int, max_chars: int = 60) -> pd.DataFrame:
-    """The first questions of each language: each start's answer beside the reference."""
+    """The first questions of each language: each start's answer (first seed) beside the reference."""
     if predictions.empty:
         return predictions
+    if "seed" in predictions:
+        predictions = predictions[predictions.seed == predictions.seed.min()]
     wide = predictions.pivot_table(index=["lang", "id"], columns="init", values="prediction", aggfunc="first")
     refs = predictions.drop_duplicates("id").set_index("id")["references"]
+    questions = predictions.drop_duplicates("id").set_index("id")["question"]
     wide = wide.groupby(level="lang", group_keys=False).head(per_language).reset_index()
-    wide.insert(2, "reference", wide["id"].map(lambda i: " | ".join(refs[i])))
+    wide.insert(2, "question", wide["id"].map(questions))
+    wide.insert(3, "reference", wide["id"].map(lambda i: " | ".join(refs[i])))
     for col in wide.columns[2:]:
         wide[col] = wide[col].map(lambda s: s if not isinstance(s, str) or len(s) <= max_chars else s[: max_chars - 1] + "…")
+    wide.columns.name = None
     return wide.drop(columns=["id"])
 
 

@@ -40,6 +40,12 @@ TYDI_LANGS = {
     "japanese": "ja", "korean": "ko", "russian": "ru", "swahili": "sw", "telugu": "te", "thai": "th",
 }
 MAX_MESSAGES = 20  # bad-record messages kept per split in the report
+FIELDS = "string `context` and `question`, and `answers` with `text` and `answer_start`"
+
+
+class QADataError(ValueError):
+    """A QA set that cannot be read as asked: a file none of whose records has the SQuAD fields,
+    or a requested language with no record in a split."""
 
 
 class Bad:
@@ -131,7 +137,7 @@ def normalize_record(where: str, rec: Any, lang: str | None, bad: Bad) -> dict[s
     fields = {k: rec.get(k) for k in ("context", "question")}
     answers = _flat_answers(rec.get("answers"))
     if answers is None or not all(isinstance(v, str) for v in fields.values()):
-        bad.add(lang, "malformed", f"{where}: needs string context and question, and answers with text and answer_start")
+        bad.add(lang, "malformed", f"{where}: needs {FIELDS}")
         return None
     keep = [(t, s) for t, s in zip(answers["text"], answers["answer_start"]) if t.strip()]
     if not keep:
@@ -192,10 +198,26 @@ def load_split(sets: list[QASet], languages: list[str] | None, limit: int | None
     by_lang: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for s in sets:
         for one, lang in _expand(s, languages):
+            usable, first_problem = 0, None
             for where, rec in raw_records(one):
+                before = sum(c["malformed"] for c in bad.counts.values())
                 ex = normalize_record(where, rec, lang, bad)
-                if ex is not None and (not languages or ex["lang"] in languages):
-                    by_lang[ex["lang"]].append(ex)
+                if ex is not None:
+                    usable += 1
+                    if not languages or ex["lang"] in languages:
+                        by_lang[ex["lang"]].append(ex)
+                elif first_problem is None and sum(c["malformed"] for c in bad.counts.values()) > before:
+                    first_problem = bad.messages[-1] if bad.messages else where
+            if not usable and first_problem is not None:
+                raise QADataError(f"QA set {one.path or one.dataset}: no record has the fields of a SQuAD-format "
+                                  f"record ({FIELDS}); first: {first_problem}")
+    # Every requested language is scored, so each needs validation records (training may be one
+    # language only: zero-shot transfer from SQuAD's English).
+    missing = sorted(set(languages or []) - set(by_lang)) if split == "validation" else []
+    if missing:
+        found = sorted(set(by_lang) | {k for k in bad.counts if k != "?"})
+        raise QADataError(f"QA {split} split: no usable record in language(s) {missing} of source.languages "
+                          f"(languages found: {found or 'none'}); sets: {[s.path or s.dataset for s in sets]}")
     return _limit(by_lang, limit, seed, split, bad)
 
 

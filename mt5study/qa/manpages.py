@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from mt5study.data.sources import locale_to_lang
-from mt5study.qa.config import QUESTION_TEMPLATES, QASource
+from mt5study.qa.config import QUESTION_TEMPLATES, WHICH_OPTION_TEMPLATES, QASource
 
 # groff: -man macros, -t tables, UTF-8; LL=2000n one line per paragraph, HY=0 no hyphenation,
 # AD=l no justification spaces; -P-cbou: no bold/underline overstrikes or SGR escapes.
@@ -232,10 +232,15 @@ def _pages_in_order(jobs: list[tuple[str, str, str, float]], workers: int) -> It
 
 
 def page_examples(page: Page, cfg: Any, seed: int, counts: Counter) -> list[dict[str, Any]]:
-    """The questions of one page: contexts are runs of entries, answers description spans."""
-    template = QUESTION_TEMPLATES[page.lang]
-    chosen: list[tuple[int, int, str]] = []  # (section, entry, answer)
+    """The questions of one page: contexts are runs of entries; the answer is a description span
+    (task describe_option) or an option's tag (which_option)."""
+    which = cfg.task == "which_option"
+    template = (WHICH_OPTION_TEMPLATES if which else QUESTION_TEMPLATES)[page.lang]
+    chosen: list[tuple[int, int, str]] = []  # (section, entry, description span)
     seen: set[str] = set()
+    spans = [[answer_span(e.paragraphs[0], cfg.max_answer_chars) for e in entries] for entries in page.entries]
+    # which_option: a description that two options of the page share asks about neither
+    shared = Counter(a for section in spans for a, _ in section if a is not None)
     for s, entries in enumerate(page.entries):
         for e, entry in enumerate(entries):
             counts["options_found"] += 1
@@ -243,12 +248,15 @@ def page_examples(page: Page, cfg: Any, seed: int, counts: Counter) -> list[dict
                 counts["duplicate_option"] += 1
                 continue
             seen.add(entry.option)
-            answer, how = answer_span(entry.paragraphs[0], cfg.max_answer_chars)
+            answer, how = spans[s][e]
             if answer is None:
                 counts["answer_too_long"] += 1
                 continue
             if len(answer) < cfg.min_answer_chars:
                 counts["answer_too_short"] += 1
+                continue
+            if which and shared[answer] > 1:
+                counts["description_shared"] += 1
                 continue
             counts[f"answer_{how}"] += 1
             chosen.append((s, e, answer))
@@ -258,14 +266,21 @@ def page_examples(page: Page, cfg: Any, seed: int, counts: Counter) -> list[dict
         counts["questions_not_sampled"] += len(chosen) - len(keep)
         chosen = [chosen[k] for k in keep]
     examples = []
-    for s, e, answer in chosen:
-        context, start = _context(page.entries[s], e, cfg.context_chars)
+    for s, e, description in chosen:
+        entry = page.entries[s][e]
+        context, offset = _context(page.entries[s], e, cfg.context_chars)
+        if which:
+            question = template.format(desc=description, cmd=page.command)
+            answer, start = entry.tag, offset
+        else:
+            question = template.format(opt=entry.option, cmd=page.command)
+            answer, start = description, offset + len(entry.tag) + 1
         assert context[start: start + len(answer)] == answer  # built so: a failure is a bug here
         examples.append({
-            "id": f"manpages/{page.lang}/{page.command}/{page.entries[s][e].option}",
+            "id": f"manpages/{page.lang}/{page.command}/{entry.option}",
             "lang": page.lang,
             "title": page.command,
-            "question": template.format(opt=page.entries[s][e].option, cmd=page.command),
+            "question": question,
             "context": context,
             "answers": {"text": [answer], "answer_start": [start]},
         })
@@ -278,7 +293,7 @@ def _entry_text(entry: OptionEntry) -> str:
 
 def _context(entries: list[OptionEntry], k: int, max_chars: int) -> tuple[str, int]:
     """Entries around entry k, chunked from the section's start at whole entries (so neighbouring
-    questions share a context, as SQuAD's share a paragraph); the answer's character offset."""
+    questions share a context, as SQuAD's share a paragraph); entry k's character offset."""
     sizes = [len(_entry_text(e)) + 1 for e in entries]
     first = 0
     while True:  # chunks [first, last): greedily fill up to max_chars, at least one entry
@@ -291,8 +306,7 @@ def _context(entries: list[OptionEntry], k: int, max_chars: int) -> tuple[str, i
         first = last
     texts = [_entry_text(e) for e in entries[first:last]]
     context = "\n".join(texts)
-    start = sum(len(t) + 1 for t in texts[: k - first]) + len(entries[k].tag) + 1
-    return context, start
+    return context, sum(len(t) + 1 for t in texts[: k - first])
 
 
 def _quotas(max_commands: int | None, validation_fraction: float) -> dict[str, int | None]:

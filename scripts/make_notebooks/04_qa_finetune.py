@@ -8,18 +8,22 @@ write("04_qa_finetune.ipynb", [
 
 Extractive question answering as text to text (`question: … context: …` → the answer), fine-tuned
 with the same trainer as pretraining (`mt5study.launch.run`: ZeRO stage, precision, batch and
-learning rate from the fine-tuning params) twice on the same budget: from the pretrained
-checkpoint, and from random initialisation. Both are scored by greedy generation with SQuAD v1.1's
-exact match and F1, and with MLQA's language-aware normalisation, per language.
+learning rate from the fine-tuning params) on the same budget from the pretrained checkpoint and
+from random initialisation, each with several seeds (data order, dropout, and the random
+initialisation's weights), so every score has a spread. Both are scored by greedy generation with
+SQuAD v1.1's exact match and F1, and with MLQA's language-aware normalisation, per language.
 
 **The default QA set** is built by code from the installed manual pages (`mt5study.qa.manpages`):
 every command-line option that a section-1 page documents becomes a question in the page's
-language ("What does the option -v of ls do?", "Was bewirkt die Option -v von ls?",
-"ls のオプション -v は何をしますか？"); the answer is the first paragraph of the option's description
-(cut to its first sentence when long) and the context a run of neighbouring option entries. Train
-and validation are split by command, the same commands held out in every language, so no context
-is shared. Hub sets (TyDi QA GoldP, XQuAD, MLQA, SQuAD) and local SQuAD-format files go through
-the same path (`source.kind: hub | files`).
+language, and the context is a run of neighbouring option entries. With `task: which_option` (the
+default study) the question quotes what an option does and the answer is the option as the page
+prints it — a few words inside the context, as SQuAD's and MLQA's answers are: "Which option of
+ls: do not ignore entries starting with ." → `-a, --all`; "Welche Option von ls: …" → the same
+tag from the German page. (`task: describe_option` asks the other way, "What does the option -v
+of ls do?", and the answer is the description, up to a sentence.) Train and validation are split
+by command, the same commands held out in every language, so no context is shared. Hub sets
+(TyDi QA GoldP, XQuAD, MLQA, SQuAD) and local SQuAD-format files go through the same path
+(`source.kind: hub | files`).
 
 **Long contexts** are cut into overlapping windows of tokens: training reads the windows that hold
 the whole answer; evaluation answers every window and keeps the most probable answer. What is
@@ -78,19 +82,28 @@ shared by all languages, until each split has its commands), option entries foun
 whole or cut to their first sentence, skipped as too long or too short, options not sampled.
 """),
     code("display(prepare.build_report(data))"),
-    md("## 3. Fine-tuning: pretrained start and random initialisation, same params and budget"),
+    md("""
+## 3. Fine-tuning: pretrained start and random initialisation, same params and budget, per seed
+"""),
     code("""
 runs = finetune.train_runs(params, root, data, base, redo=redo, keep_stale=keep_stale)
-display(runs.drop(columns=["run"]))  # data, code, checkpoint: what each run was computed from
+display(runs.drop(columns=["run"]).round(3))  # data, code, checkpoint: what each run was computed from
 """),
     code("fig = figures.loss_curves(finetune.curves(runs))"),
+    md("""
+*Fine-tuning loss per step (lines: mean over seeds, band ± 1 sd) and held-out loss (squares) of
+each start. A pretrained start that helps begins lower and stays lower on the held-out loss.*
+"""),
     md("""
 ## 4. Exact match and F1 per language
 
 Greedy answers from each run's `model/` folder. `language-aware`: MLQA's normalisation (Unicode
 punctuation, articles of en/es/de/vi/ar, one token per CJK character for zh; ja and th get
 character tokens too, an extension marked `mlqa-extension` in `results.parquet`); `squad`: SQuAD
-v1.1's English rules for every language. `all` is the mean over languages.
+v1.1's English rules for every language. `all` is the mean over languages. Each cell is the mean
+± sd over the seeds (`n`); the verdict compares the starts on the mean over languages with a paired
+t-interval over seeds (`mt5study.stats`: each seed gives both starts the same data order) and says
+when the difference is within noise.
 """),
     code("""
 results, predictions = finetune.evaluate_runs(params, root, data, base, runs, redo=redo, keep_stale=keep_stale)
@@ -103,9 +116,15 @@ for norm in ("language-aware", "squad"):
 print(figures.verdict(results))
 """, "nbval-check-output"),
     code("fig = figures.scores_bars(results)"),
-    md("A few predictions beside their references:"),
+    md("""
+*Exact match and F1 per language (language-aware normalisation), bars the mean over seeds and
+error bars ± 1 sd: where the bars of the two starts and their error bars stay apart, the
+pretrained start's advantage in that language is larger than the spread between seeds.*
+
+A few predictions beside their references (the first seed of each start):
+"""),
     code("""
-with pd.option_context("display.max_colwidth", 80):
+with pd.option_context("display.max_colwidth", 70):
     display(finetune.sample_predictions(predictions, params.qa.eval.show_predictions))
 finetune.record(root, params, base, data, runs)
 """),
