@@ -12,14 +12,24 @@ universal checkpoint (`deepspeed.checkpoint.ds_to_universal`: one file per param
 built once in a temporary folder and renamed to `step_N/universal/`, so that a folder of that name
 is complete and is reused by later resumes. ZeRO-0 keeps whole states on every rank and needs no
 conversion.
+
+A resume never loads a torn checkpoint: a folder without its state file is not a checkpoint, and
+the newest one that has it is checked first (`check_complete`: the state file parses and names
+the folder's step, every rank's shard is there, every torch/safetensors file is whole). One that
+fails, or one at `run.steps` (the run was stopped while its final weights were gathered), is set
+aside under `checkpoints/set_aside-*`, the console says why, and the one before it is used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import struct
 import sys
+import time
+import zipfile
 from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +43,7 @@ from mt5study.config import ConfigError, TrainParams
 CHECKPOINTS = "checkpoints"  # folder of a run's checkpoints
 STATE_FILE = "trainer_state.json"  # written last in a checkpoint folder: marks it complete
 UNIVERSAL = "universal"  # cached universal conversion, inside the checkpoint folder
+SET_ASIDE = "set_aside"  # prefix of a checkpoint folder a resume refused (kept for a post-mortem)
 DS_TAG = "pytorch_model"  # Accelerate's tag for the DeepSpeed engine's files
 ARCHITECTURE_KEYS = ("preset", "vocab_size")  # model keys a resume must not change
 
@@ -48,6 +59,7 @@ class Resume:
     checkpoint: Path  # the step_N folder
     state: dict[str, Any]  # its trainer_state.json
     universal: bool  # written at another world size: load the universal conversion
+    skipped: tuple[str, ...] = ()  # newer checkpoints set aside, each "folder: reason"
 
     @property
     def load_dir(self) -> Path:
@@ -77,13 +89,9 @@ def plan_resume(out: Path, params: TrainParams) -> Resume | None:
     Raises CheckpointError, before anything is built or written, for a checkpoint of another
     architecture or ZeRO stage, or a world size that does not divide its global batch.
     """
-    ckpt = latest(out)
+    ckpt, state, skipped = _newest_usable(out, params.run.steps)
     if ckpt is None:
         return None
-    try:
-        state = records.read_json(ckpt / STATE_FILE)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {ckpt}: unreadable {STATE_FILE}: {e}") from e
     run, world = params.run, params.run.world_size
     saved_model = state.get("model", {})
     for key in ARCHITECTURE_KEYS:
@@ -109,7 +117,118 @@ def plan_resume(out: Path, params: TrainParams) -> Resume | None:
     if universal and params.optim.name != "adamw":
         raise CheckpointError(f"checkpoint {ckpt}: resuming at another world size needs optim.name=adamw "
                               f"(DeepSpeed's universal checkpoint carries Adam's states), got {params.optim.name}")
-    return Resume(ckpt, state, universal)
+    return Resume(ckpt, state, universal, skipped)
+
+
+def complete(out: Path) -> list[Path]:
+    """A run's checkpoint folders that carry their state file, newest first."""
+    return sorted((p.parent for p in (Path(out) / CHECKPOINTS).glob(f"step_*/{STATE_FILE}")), reverse=True)
+
+
+def _newest_usable(out: Path, steps: int) -> tuple[Path | None, dict[str, Any], tuple[str, ...]]:
+    """The newest checkpoint that passes `check_complete` and is before `steps`, its state, and
+    the newer ones set aside ("folder: reason"). Raises CheckpointError when none is usable."""
+    found, skipped = complete(out), []
+    for ckpt in found:
+        reason = check_complete(ckpt)
+        if reason is None:
+            state = records.read_json(ckpt / STATE_FILE)
+            if state["step"] < steps or ckpt == found[-1]:
+                for folder, why in skipped:  # moved only once a usable checkpoint is found
+                    _say(f"checkpoint {folder} is not used: {why}; set aside as {_set_aside(folder)}")
+                if skipped:
+                    _say(f"resuming from {ckpt} instead")
+                return ckpt, state, tuple(f"{folder}: {why}" for folder, why in skipped)
+            reason = (f"at step {state['step']} = run.steps: the run stopped while saving its final weights; "
+                      f"the steps since the checkpoint before it are redone")
+        skipped.append((ckpt, reason))
+    if skipped:
+        raise CheckpointError(f"no usable checkpoint in {Path(out) / CHECKPOINTS}: "
+                              + "; ".join(f"{folder.name}: {why}" for folder, why in skipped)
+                              + " (start again with --overwrite)")
+    return None, {}, ()
+
+
+def _say(message: str) -> None:
+    """One console line from the first rank (every rank plans the same resume)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"mt5study: {message}", file=sys.stderr, flush=True)
+
+
+def _set_aside(ckpt: Path) -> str:
+    """Rename a refused checkpoint out of the `step_*` namespace, so that the step is written
+    anew into a fresh folder; another rank may have moved it already."""
+    dest = ckpt.parent / f"{SET_ASIDE}-{ckpt.name}-{time.time_ns()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.rename(ckpt, dest)
+    return dest.name
+
+
+def check_complete(ckpt: Path) -> str | None:
+    """Why checkpoint folder `ckpt` cannot be loaded, or None when it is whole.
+
+    Reads the state file and the ends of the files only (zip central directories, safetensors
+    headers), not the tensors: seconds for a 13B checkpoint. A shard cut short loses its zip
+    central directory, which torch writes last.
+    """
+    ckpt = Path(ckpt)
+    try:
+        state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return f"unreadable {STATE_FILE} ({type(e).__name__}: {e})"
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or state.get("data_position") is None:
+        return f"{STATE_FILE} lacks step or data_position"
+    if ckpt.name.startswith("step_") and ckpt.name[5:].isdigit() and int(ckpt.name[5:]) != state["step"]:
+        return f"{STATE_FILE} says step {state['step']} in folder {ckpt.name}"
+    world = state.get("world_size")
+    if isinstance(world, int) and world > 0:
+        for r in range(world):
+            if not (ckpt / f"random_states_{r}.pkl").is_file():
+                return f"rank {r}'s random_states_{r}.pkl is missing"
+        shards = list((ckpt / DS_TAG).glob("*optim_states.pt")) if (ckpt / DS_TAG).is_dir() else []
+        if (ckpt / DS_TAG).is_dir() and state.get("zero_stage", 0) >= 1 and len(shards) != world:
+            return f"{len(shards)} optimizer shards in {DS_TAG}/ for world size {world}"
+    for f in sorted(ckpt.rglob("*")):
+        if UNIVERSAL in f.relative_to(ckpt).parts[:1] or not f.is_file():
+            continue  # the universal conversion is checked when it is made (ensure_universal)
+        problem = _whole_file_problem(f)
+        if problem:
+            return f"{f.relative_to(ckpt)} {problem}"
+    return None
+
+
+def _whole_file_problem(f: Path) -> str | None:
+    """Why a saved tensor file is cut short or corrupt, or None (other files are not checked)."""
+    if f.suffix not in (".pt", ".pth", ".bin", ".pkl", ".safetensors"):
+        return None
+    size = f.stat().st_size
+    if size == 0:
+        return "is empty"
+    with open(f, "rb") as fh:
+        head = fh.read(8)
+    if f.suffix == ".safetensors":
+        if size < 8:
+            return "is cut short (no header)"
+        n = struct.unpack("<Q", head)[0]
+        if 8 + n > size:
+            return f"is cut short ({size} bytes, header says more)"
+        with open(f, "rb") as fh:
+            fh.seek(8)
+            try:
+                header = json.loads(fh.read(n))
+            except ValueError:
+                return "has a corrupt header"
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        return None if 8 + n + end <= size else f"is cut short ({size} of {8 + n + end} bytes)"
+    if not head.startswith(b"PK"):
+        return None  # a legacy pickle: not checked
+    try:
+        with zipfile.ZipFile(f) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError) as e:
+        return f"is cut short or corrupt ({e})"
+    end = max((i.header_offset + i.compress_size for i in infos), default=0)
+    return None if end <= size else f"is cut short ({size} of at least {end} bytes)"
 
 
 def check_pretrained(params: TrainParams) -> None:

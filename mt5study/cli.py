@@ -1,17 +1,44 @@
-"""`mt5study` command line: train (one rank), launch (all ranks here), etl, slurm, info.
+"""`mt5study` command line: train (one rank), launch (all ranks here), etl, study, trial, slurm,
+info, faults.
 
-Every command validates its params before anything starts; a ConfigError exits with code 2.
+Every command validates its params before anything starts; a ConfigError exits with code 2. A
+wrong flag, a missing file or an output folder that cannot be written is one line on stderr and a
+non-zero exit, never a traceback; a folder is tried before anything is launched into it.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from mt5study import config
 from mt5study.launch import EXIT_CONFIG, EXIT_FAILED
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (usage is one `-h` away)."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
+def check_writable(folder: str | Path, what: str = "--out") -> None:
+    """Raise OSError naming `folder` unless a file can be created in it or in the nearest existing
+    folder above it (the run would create it). Root ignores permissions, so this tries a file."""
+    p = Path(folder).absolute()
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{what} {folder}: {p} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=p, prefix=".mt5study-write-check-"):
+            pass
+    except OSError as e:
+        raise OSError(e.errno, f"{what} {folder} cannot be written ({p}: {e.strerror})") from e
 
 
 def _overrides(items: list[str] | None) -> dict[str, Any]:
@@ -29,6 +56,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from mt5study.train import RunExists, train
 
     params = config.load(a.params, _overrides(a.set))
+    check_writable(a.out)
     try:
         return train(params, a.out, resume=a.resume, overwrite=a.overwrite, stop_at_step=a.stop_at_step)
     except RunExists as e:
@@ -48,6 +76,7 @@ def cmd_launch(a: argparse.Namespace) -> int:
     if a.dry_run:
         print(" ".join(cmd))
         return 0
+    check_writable(a.out)
     return exit_code(a.out, call_forwarding_signals(cmd, launch_env(params.run.processes_per_node)))
 
 
@@ -56,6 +85,7 @@ def cmd_etl(a: argparse.Namespace) -> int:
     from mt5study.data.sources import SourceError
 
     params = config.load(a.params, _overrides(a.set))
+    check_writable(a.out)
     try:
         manifest = run(params, a.out, overwrite=a.overwrite)
     except (ETLError, SourceError) as e:
@@ -69,6 +99,8 @@ def cmd_study(a: argparse.Namespace) -> int:
     from mt5study import pipeline
 
     params = config.load(a.pipeline)
+    if a.outputs:
+        check_writable(a.outputs, "--outputs")
     steps = pipeline.run(params, only=a.only, outputs=Path(a.outputs) if a.outputs else pipeline.OUTPUTS,
                          keep_stale=True if a.keep_stale else None)
     return 0 if all(s["status"] == "completed" for s in steps) else EXIT_FAILED
@@ -78,6 +110,8 @@ def cmd_trial(a: argparse.Namespace) -> int:
     from mt5study.launch import status_exit_code
     from mt5study.studies.cluster import run_one_trial
 
+    if a.out:
+        check_writable(a.out)
     summary = run_one_trial(a.params, a.index, a.out)
     print(f"mt5study trial {a.index}: {summary.get('status')}")
     return status_exit_code(summary.get("status"))
@@ -93,8 +127,16 @@ def cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_faults(a: argparse.Namespace) -> int:
+    from mt5study import faults
+
+    if a.json:
+        check_writable(Path(a.json).parent, "--json")
+    return faults.main(a.pytest_args, json_out=a.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="mt5study", description=__doc__)
+    ap = _Parser(prog="mt5study", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="one rank of a training run (run it under accelerate launch)")
@@ -133,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="presets and their parameter counts")
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("faults", help="run the fault suite (tests/faults) and print its figures")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("pytest_args", nargs="*", help="passed to pytest after --, e.g. -- -k torn")
+    p.set_defaults(func=cmd_faults)
+
     try:
         from mt5study import slurm
     except ImportError:
@@ -147,20 +194,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except config.ConfigError as e:
-        print(f"mt5study {args.command}: invalid params:\n{e}", file=sys.stderr)
+        sep = "\n" if "\n" in str(e).strip() else " "  # one error: one line; several: one line each
+        print(f"mt5study {args.command}: invalid params:{sep}{str(e).strip()}", file=sys.stderr)
         return EXIT_CONFIG
     except FileNotFoundError as e:
-        print(f"mt5study {args.command}: {e}", file=sys.stderr)
+        print(f"mt5study {args.command}: {_one_line(e)}", file=sys.stderr)
         return EXIT_CONFIG
+    except OSError as e:  # a folder that may not be written, a full disk: the run is not marked completed
+        print(f"mt5study {args.command}: {_one_line(e)}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as e:  # named input errors: a report's refusal, inputs that cannot be hashed
         from mt5study.pipeline import StepFailed
         from mt5study.records import InputsError
         from mt5study.studies.report import MixedInputsError
 
         if isinstance(e, (InputsError, MixedInputsError, StepFailed)):
-            print(f"mt5study {args.command}: {e}", file=sys.stderr)
+            print(f"mt5study {args.command}: {_one_line(e)}", file=sys.stderr)
             return EXIT_FAILED
         raise
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -13,7 +13,33 @@ sentinel; both end with EOS. Example, sentinels X0, X1:
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
+
+
+def _check_int(name: str, value, low: int) -> int:
+    """An integer argument (a bool or a float is refused, not truncated) at least `low`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < low:
+        raise ValueError(f"{name} must be at least {low}, got {value}")
+    return int(value)
+
+
+def _check_noise(noise_density, mean_noise_span_length) -> None:
+    """T5's noise arguments: a density strictly inside (0, 1), a mean span length of at least 1.
+
+    A density of 0 is refused rather than rounded up to one noise token: asking for no noise and
+    getting some is a quiet wrong answer."""
+    for name, v in (("noise_density", noise_density), ("mean_noise_span_length", mean_noise_span_length)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v!r}")
+    if not 0.0 < noise_density < 1.0:
+        raise ValueError(f"noise_density must be in (0, 1), got {noise_density}")
+    if mean_noise_span_length < 1.0:
+        raise ValueError(f"mean_noise_span_length must be at least 1, got {mean_noise_span_length}")
 
 
 def _noise_counts(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
@@ -22,6 +48,9 @@ def _noise_counts(length: int, noise_density: float, mean_noise_span_length: flo
     num_noise = int(round(length * noise_density))  # round half to even, like T5
     num_noise = min(max(num_noise, 1), length - 1)
     num_spans = max(int(round(num_noise / mean_noise_span_length)), 1)
+    # Every span needs a noise token and a non-noise token before it: a short chunk at a density
+    # near 0.5 (3 tokens, 2 noise, mean span 1) would otherwise ask for 2 spans of 1 non-noise token.
+    num_spans = min(num_spans, num_noise, length - num_noise)
     return num_noise, num_spans
 
 
@@ -36,12 +65,8 @@ def span_corruption_lengths(
 ) -> tuple[int, int]:
     """(raw tokens per chunk, targets length) so that corrupted inputs have `inputs_length`
     tokens including EOS: the longest chunk that fits (T5: 512 -> (568, 114))."""
-    if inputs_length < 3:
-        raise ValueError(f"inputs_length must be at least 3 (a token, a sentinel, EOS), got {inputs_length}")
-    if not 0.0 < noise_density < 1.0:
-        raise ValueError(f"noise_density must be in (0, 1), got {noise_density}")
-    if mean_noise_span_length < 1.0:
-        raise ValueError(f"mean_noise_span_length must be at least 1, got {mean_noise_span_length}")
+    inputs_length = _check_int("inputs_length", inputs_length, 3)  # a token, a sentinel, EOS
+    _check_noise(noise_density, mean_noise_span_length)
     # Inputs grow by 0, 1 or 2 per raw token and never exceed raw + 1 (spans <= noise), so
     # inputs_length - 1 raw tokens always fit: walk up from there.
     raw = inputs_length - 1
@@ -74,8 +99,9 @@ def _random_segmentation(num_items: int, num_segments: int, rng: np.random.Gener
 def _span_lengths(length: int, noise_density: float, mean_noise_span_length: float, rng: np.random.Generator,
                   batch: int) -> np.ndarray:
     """(batch, 2 * spans) lengths [non-noise 0, noise 0, non-noise 1, noise 1, ...] per row."""
-    if length < 2:
-        raise ValueError(f"span corruption needs at least 2 tokens, got {length}")
+    length = _check_int("length", length, 2)  # a noise and a non-noise token
+    batch = _check_int("batch", batch, 1)
+    _check_noise(noise_density, mean_noise_span_length)
     num_noise, num_spans = _noise_counts(length, noise_density, mean_noise_span_length)
     noise_lengths = _random_segmentation(num_noise, num_spans, rng, batch)
     nonnoise_lengths = _random_segmentation(length - num_noise, num_spans, rng, batch)
@@ -107,7 +133,13 @@ def span_corrupt_batch(
     tokens = np.asarray(tokens)
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be 2-D (batch, raw length), got shape {tokens.shape}")
+    if tokens.size and not np.issubdtype(tokens.dtype, np.integer):
+        raise TypeError(f"tokens must be integer ids, got dtype {tokens.dtype}")  # int32 would truncate
     batch, length = tokens.shape
+    if batch == 0:
+        raise ValueError("tokens has no rows (batch 0)")
+    _check_int("length", length, 2)
+    _check_noise(noise_density, mean_noise_span_length)
     sentinels = np.asarray(sentinel_ids, dtype=np.int32)
     num_spans = _noise_counts(length, noise_density, mean_noise_span_length)[1] if length >= 2 else 0
     if num_spans > len(sentinels):
@@ -148,12 +180,16 @@ def span_corrupt(
 def pack(tokens: np.ndarray, raw_length: int) -> np.ndarray:
     """Cut a token stream (documents joined with EOS) into (n, raw_length) chunks, dropping
     the last partial chunk so that no example needs padding."""
+    raw_length = _check_int("raw_length", raw_length, 1)
     n = len(tokens) // raw_length
     return np.asarray(tokens[: n * raw_length]).reshape(n, raw_length)
 
 
 def pad_to(rows: np.ndarray, length: int, pad_id: int) -> np.ndarray:
     """Right-pad (batch, k) to (batch, length) with pad_id (a no-op at T5's lengths)."""
+    length = _check_int("length", length, 0)
+    if np.ndim(rows) != 2:
+        raise ValueError(f"rows must be 2-D (batch, k), got shape {np.shape(rows)}")
     if rows.shape[1] > length:
         raise ValueError(f"rows of {rows.shape[1]} tokens do not fit length {length}")
     if rows.shape[1] == length:

@@ -58,7 +58,15 @@ _CHAR_TOKENS = {
 
 def base_lang(lang: str | None) -> str | None:
     """'zh-Hant' -> 'zh', 'pt_BR' -> 'pt'; None stays None (SQuAD's English rules)."""
+    if lang is not None and (not isinstance(lang, str) or not lang.strip()):
+        raise ValueError(f"lang must be a language code such as 'en' or 'zh-Hant', or None, got {lang!r}")
     return None if lang is None else re.split(r"[-_]", lang)[0].lower()
+
+
+def _check_text(name: str, value) -> None:
+    """Answers are strings: anything else is refused here, not as an AttributeError in .lower()."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__}: {value!r}")
 
 
 def rules(lang: str | None) -> str:
@@ -102,10 +110,14 @@ def normalize(text: str, lang: str | None = None) -> str:
 
 
 def exact_match(prediction: str, reference: str, lang: str | None = None) -> float:
+    _check_text("prediction", prediction)
+    _check_text("reference", reference)
     return float(normalize(prediction, lang) == normalize(reference, lang))
 
 
 def f1(prediction: str, reference: str, lang: str | None = None) -> float:
+    _check_text("prediction", prediction)
+    _check_text("reference", reference)
     pred, ref = normalize_tokens(prediction, lang), normalize_tokens(reference, lang)
     shared = sum((Counter(pred) & Counter(ref)).values())
     if shared == 0:
@@ -121,14 +133,20 @@ def squad_scores(predictions: Sequence[str], references: Sequence[Sequence[str]]
     `references[i]` lists the acceptable answers of question i; `lang=None` is SQuAD v1.1's own
     (English) normalisation, a language code MLQA's (or its extension, see `rules`).
     """
+    for name, seq in (("predictions", predictions), ("references", references)):
+        if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence):
+            raise TypeError(f"{name} must be a list (one entry per question), got {type(seq).__name__}")
+    base_lang(lang)  # a bad code is named before any scoring
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} questions")
     if not predictions:
         return {"exact_match": float("nan"), "f1": float("nan")}
     em = f = 0.0
     for i, (pred, refs) in enumerate(zip(predictions, references)):
-        if isinstance(refs, str) or not refs:
+        if isinstance(refs, str) or not isinstance(refs, Sequence) or not refs:
             raise ValueError(f"question {i}: references must be a non-empty list of answers, got {refs!r}")
+        if not isinstance(pred, str) or not all(isinstance(r, str) for r in refs):
+            raise TypeError(f"question {i}: predictions and references must be strings, got {pred!r} / {refs!r}")
         em += max(exact_match(pred, r, lang) for r in refs)
         f += max(f1(pred, r, lang) for r in refs)
     n = len(predictions)
