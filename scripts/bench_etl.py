@@ -3,10 +3,12 @@
 1. Throughput: raw text (MB of UTF-8 per second) through clean → tokenize → pack → corrupt with
    `--num-proc` workers (default: all cores), on rendered manual pages where installed, else on
    the generated sample corpus. Rendering and tokenizer training are one-off costs, timed apart.
-2. span_corrupt: examples per second of the vectorised NumPy implementation against a
+2. Sharded (datatrove local executor): tokens per second per task and scaling efficiency at
+   `--tasks` (default 1 and 2) on the same corpus, and whether the outputs are identical.
+3. span_corrupt: examples per second of the vectorised NumPy implementation against a
    straightforward per-example Python implementation kept below.
 
-    python scripts/bench_etl.py [--pages-per-language 80] [--out outputs/bench/etl.json]
+    python scripts/bench_etl.py [--pages-per-language 80] [--tasks 1 2] [--sharded-only] [--out outputs/bench/etl.json]
 """
 
 from __future__ import annotations
@@ -162,19 +164,71 @@ def bench_pipeline(pages: int, num_proc: int, inputs_length: int, vocab: int) ->
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def bench_sharded(pages: int, tasks: tuple[int, ...], inputs_length: int, vocab: int) -> dict:
+    """The sharded ETL (datatrove's local executor) on the same corpus at each task count:
+    wall seconds per stage, tokens per second per task over the task-parallel stages (clean,
+    dedup, encode), and scaling efficiency against one task: T_1 / (n * T_n)."""
+    from mt5study.data.engine import task_seconds
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_etl_sharded_"))
+    try:
+        data = tmp / "corpus"
+        data.mkdir()
+        kind, docs, _ = corpus(data, pages, max(tasks))
+        runs = []
+        for n in tasks:
+            params = validate({"etl": {
+                "source": {"kind": "files", "files": {"path": str(data)}},
+                "cleaning": {"on_empty_language": "drop"},
+                "tokenizer": {"vocab_size": vocab, "sample_chars": 1_000_000},
+                "corruption": {"inputs_length": inputs_length},
+                "engine": {"executor": "local", "tasks": n, "workers": n, "dedup_buckets": n},
+            }}, "bench")
+            out = tmp / f"out{n}"
+            t = time.perf_counter()
+            manifest = etl.run(params, out)
+            wall = time.perf_counter() - t
+            stages = json.loads((out / "_engine" / "timings.json").read_text())
+            parallel = sum(stages[f"{s}_s"] for s in ("clean", "dedup", "encode"))
+            tokens = sum(r["tokens"] for r in manifest["per_task"])
+            busy = sum(sum(task_seconds(out, s).values()) for s in ("clean", "encode"))
+            clean_bytes = sum(p.stat().st_size for p in (out / "_engine" / "clean").glob("*.arrow"))
+            runs.append({
+                "tasks": n, "shards": len(manifest["shards"]), "tokens": tokens,
+                "examples": sum(manifest["num_examples"].values()), "wall_s": round(wall, 2),
+                "stage_wall_s": {k: v for k, v in stages.items() if k != "wall_time_s"},
+                "parallel_stages_s": round(parallel, 2),
+                "tokens_per_s_per_task": round(tokens / parallel / n, 1),
+                "tokens_per_busy_task_s": round(tokens / busy, 1) if busy else None,
+                "clean_bytes_per_token": round(clean_bytes / tokens, 3),
+                "content_sha256": manifest["content_sha256"],
+            })
+        base = runs[0]["parallel_stages_s"]
+        for r in runs:
+            r["efficiency"] = round(base / (r["tasks"] / runs[0]["tasks"] * r["parallel_stages_s"]), 3)
+        same = len({json.dumps(r["content_sha256"]) for r in runs}) == 1
+        return {"corpus": kind, "documents": sum(docs.values()), "languages": len(docs), "runs": runs,
+                "same_output_at_every_task_count": same, "cpus": os.cpu_count(),
+                "note": "cores shared with other work while measured; efficiency over the task-parallel stages"}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pages-per-language", type=int, default=80, help="manual pages rendered per language")
     ap.add_argument("--num-proc", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--inputs-length", type=int, default=64)
     ap.add_argument("--vocab-size", type=int, default=8000)
+    ap.add_argument("--tasks", type=int, nargs="+", default=[1, 2], help="task counts of the sharded ETL")
+    ap.add_argument("--sharded-only", action="store_true", help="only the sharded ETL's scaling")
     ap.add_argument("--out", type=Path, default=OUTPUTS / "bench" / "etl.json")
     a = ap.parse_args(argv)
-    result = {
-        "pipeline": bench_pipeline(a.pages_per_language, a.num_proc, a.inputs_length, a.vocab_size),
-        "span_corrupt": bench_span_corrupt(),
-        "environment": environment(),
-    }
+    result = {"sharded": bench_sharded(a.pages_per_language, tuple(a.tasks), a.inputs_length, a.vocab_size)}
+    if not a.sharded_only:
+        result["pipeline"] = bench_pipeline(a.pages_per_language, a.num_proc, a.inputs_length, a.vocab_size)
+        result["span_corrupt"] = bench_span_corrupt()
+    result["environment"] = environment()
     print(json.dumps({k: v for k, v in result.items() if k != "environment"}, indent=2))
     write_json_atomic(a.out, result)
     print(f"wrote {a.out}", file=sys.stderr)

@@ -7,7 +7,7 @@ from mt5study.data import span_corruption_lengths
 from mt5study.data.config import ETLParams
 from mt5study.paths import PARAMS
 
-FILES = ["cpu/etl.yaml", "cpu/etl_smoke.yaml", "gpu/etl_mc4.yaml"]
+FILES = ["cpu/etl.yaml", "cpu/etl_smoke.yaml", "cpu/etl_sharded.yaml", "cpu/etl_sharded_smoke.yaml", "gpu/etl_mc4.yaml"]
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -30,6 +30,16 @@ def test_mc4_example_uses_mt5_lengths_and_tokenizer():
     assert "no" in etl.source.languages  # YAML 1.1 would read a bare no as False
     assert etl.tokenizer.pretrained == "google/mt5-xxl"
     assert span_corruption_lengths(etl.corruption.inputs_length) == (1137, 229)
+    assert etl.engine.executor == "slurm" and etl.engine.tasks >= 4 and "{lang}" in etl.source.mc4.data_files
+
+
+def test_sharded_params_keep_the_inline_runs_data_settings():
+    """etl_sharded*.yaml differ from etl*.yaml in the engine section (and num_proc) only."""
+    for inline, sharded in (("etl.yaml", "etl_sharded.yaml"), ("etl_smoke.yaml", "etl_sharded_smoke.yaml")):
+        a, b = (load(PARAMS / "cpu" / f).etl.model_dump() for f in (inline, sharded))
+        assert b["engine"]["executor"] == "local" and a["engine"]["executor"] == "inline"
+        for key in ("source", "cleaning", "sampling", "tokenizer", "corruption", "seed"):
+            assert a[key] == b[key], (sharded, key)
 
 
 @pytest.mark.parametrize("override,match", [

@@ -158,8 +158,10 @@ class SlurmEngine(Section):
 
 
 class EngineConfig(Section):
-    """How the ETL runs: `inline` (one process tree, the original single-node path), or sharded
-    stages on datatrove executors: `local` (this machine) or `slurm` (job arrays)."""
+    """How the ETL runs: `inline` (one process tree, the original single-node path, writing a
+    `datasets` DatasetDict), or sharded stages on datatrove executors, `local` (this machine) or
+    `slurm` (chained job arrays), writing Arrow example shards that the trainer streams; there
+    output.max_*_examples and keep_documents do not apply (mt5study.data.engine)."""
 
     executor: Literal["inline", "local", "slurm"] = "inline"
     tasks: int = Field(default=4, gt=0)

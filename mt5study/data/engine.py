@@ -118,6 +118,14 @@ def completed_ranks(out: str | Path, stage: str) -> set[int]:
     return {int(p.name) for p in folder.iterdir()} if folder.is_dir() else set()
 
 
+def task_seconds(out: str | Path, stage: str) -> dict[int, float]:
+    """Seconds each completed task of a stage spent in its step (datatrove's stats/<rank>.json)."""
+    folder = Layout(out).logs(stage) / "stats"
+    if not folder.is_dir():
+        return {}
+    return {int(p.stem): float(read_json(p)[0]["time_stats"].get("total", 0.0)) for p in sorted(folder.glob("*.json"))}
+
+
 def run_local(cfg: ETLConfig, out: Path, stages: tuple[str, ...] = STAGES) -> dict[str, float]:
     """Stages in order on this machine, engine.workers tasks at a time; seconds per stage."""
     timings: dict[str, float] = {}
@@ -207,32 +215,29 @@ def _in_queue(job_ids: list[str]) -> bool:
 
 
 def run_slurm(cfg: ETLConfig, out: Path) -> dict[str, str]:
-    """Submit, then (engine.slurm.wait) wait until the chain has left the queue; a stage whose
-    tasks did not all complete is an error naming them (its dependents never start)."""
+    """Submit, then (engine.slurm.wait) wait until the chain has left the queue or a stage can
+    never start; tasks not completed are then an error naming them, the waiting jobs cancelled."""
     jobs = submit_slurm(cfg, out)
     if not cfg.engine.slurm.wait:
         return jobs
-    while _in_queue(list(jobs.values())):
-        if any(len(completed_ranks(out, st)) < STAGE_CLASSES[st].tasks(cfg) and _stage_failed(out, st, jobs[st])
-               for st in STAGES):
-            break
+    while _in_queue(list(jobs.values())) and not _never_satisfied(list(jobs.values())):
         time.sleep(cfg.engine.slurm.poll_s)
     if not is_complete(out):
         missing = {st: sorted(set(range(STAGE_CLASSES[st].tasks(cfg))) - completed_ranks(out, st)) for st in STAGES}
         missing = {k: v for k, v in missing.items() if v}
+        left = cancel_slurm(jobs)  # what waits on a failed stage would never start
         raise ETLError(f"Slurm jobs {jobs} ended without a manifest; tasks not completed: {missing} "
-                       f"(logs in {Layout(out).engine / 'slurm_logs'}); cancel what is left queued and re-run")
+                       f"(logs in {Layout(out).engine / 'slurm_logs'}; cancelled {left}); a re-run launches "
+                       "only the tasks not completed")
     return jobs
 
 
-def _stage_failed(out: Path, stage: str, job_id: str) -> bool:
-    """A stage's array has tasks that ended without completing (failed or cancelled)."""
-    if job_id in ("-1", "None"):
-        return False
-    q = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id], capture_output=True, text=True,
-                       check=False)
-    states = q.stdout.split()
-    return any(s.startswith(("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_ME", "NODE_FAIL")) for s in states)
+def _never_satisfied(job_ids: list[str]) -> bool:
+    """A stage of the chain waits on one that failed (a task failed or was cancelled)."""
+    ids = [j for j in job_ids if j not in ("-1", "None")]
+    q = subprocess.run(["squeue", "--noheader", "--format=%r", "--jobs", ",".join(ids)],
+                       capture_output=True, text=True, check=False)
+    return "DependencyNeverSatisfied" in q.stdout
 
 
 # ----------------------------------------------------------------------------- manifest

@@ -26,6 +26,12 @@ def language_table(manifest: dict[str, Any]) -> pd.DataFrame:
     natural share, sampling probability and the share actually sampled into train."""
     counts = manifest["counts"]
     sampled_total = max(sum(c.get("sampled", {}).get("train", 0) for c in counts.values()), 1)
+    if "mix_block" in manifest:  # a sharded output: languages are mixed as they are read, in exact quotas
+        from mt5study.data.stream import apportion
+
+        quota = apportion(manifest["split_probabilities"]["train"], manifest["mix_block"])
+        counts = {lang: {**c, "sampled": {"train": quota.get(lang, 0)}} for lang, c in counts.items()}
+        sampled_total = manifest["mix_block"]
     rows = []
     for lang, c in sorted(counts.items()):
         kept = lang in manifest["languages"]
@@ -140,3 +146,56 @@ def span_examples(out: str | Path, n: int = 3, split: str = "train", seed: int =
         labels = [t for t in ex["labels"] if t >= 0]
         rows.append({"row": i, "lang": ex["lang"], "inputs": tok.decode(ex["input_ids"]), "targets": tok.decode(labels)})
     return pd.DataFrame(rows).set_index("row")
+
+
+# ----------------------------------------------------------------------------- sharded runs
+
+MC4_TOKENS = 6.3e12  # mC4's tokens in 101 languages (Xue et al. 2021)
+
+
+def task_table(manifest: dict[str, Any], out: str | Path | None = None) -> pd.DataFrame:
+    """Per task of a sharded run: shards, documents read and kept, tokens, examples, and (with
+    `out`) the seconds the task spent in the clean and encode stages."""
+    t = pd.DataFrame(manifest["per_task"]).set_index("task")
+    if out is not None:
+        from mt5study.data.engine import task_seconds
+
+        for stage in ("clean", "encode"):
+            t[f"{stage}_s"] = pd.Series(task_seconds(out, stage))
+        busy = t["clean_s"] + t["encode_s"]
+        t["tokens_per_s"] = (t["tokens"] / busy).where(busy > 0)
+    return t
+
+
+def merged_totals(manifest: dict[str, Any]) -> pd.Series:
+    """Counts summed over languages: what the per-task rows add up to."""
+    c = manifest["counts"].values()
+    return pd.Series({
+        "shards": sum(r["shards"] for r in c), "read_docs": sum(r["read"]["docs"] for r in c),
+        "kept_docs": sum(r["kept"]["docs"] for r in c), "duplicates": sum(r["duplicate"]["docs"] for r in c),
+        "tokens": sum(sum(r["tokens"].values()) for r in c), "examples": sum(sum(r["examples"].values()) for r in c),
+    })
+
+
+def mc4_projection(tokens_per_s_per_task: float, efficiency: float, manifest: dict[str, Any],
+                   nodes: tuple[int, ...] = (1, 8, 64, 256), tasks_per_node: int = 64,
+                   inputs_length: int = 1024, clean_bytes_per_token: float | None = None) -> pd.DataFrame:
+    """Time and disk to run the ETL over all of mC4 on N nodes, from a measured rate per task.
+
+    Time: MC4_TOKENS / (rate * tasks_per_node * N * efficiency), efficiency the measured one at
+    two tasks, assumed to hold (shared storage and the single-task tokenizer and merge stages
+    are not in it). Disk: the example shards at mT5's lengths, int32 inputs and targets per raw
+    chunk, plus the cleaned text kept between stages (bytes per token measured on this run).
+    """
+    from mt5study.data.corruption import span_corruption_lengths
+
+    raw, targets = span_corruption_lengths(inputs_length)
+    example_bytes = MC4_TOKENS / raw * (inputs_length + targets) * 4
+    clean = MC4_TOKENS * (clean_bytes_per_token or 0.0)
+    rows = []
+    for n in nodes:
+        seconds = MC4_TOKENS / (tokens_per_s_per_task * tasks_per_node * n * efficiency)
+        rows.append({"nodes": n, "tasks": n * tasks_per_node, "hours": seconds / 3600, "days": seconds / 86400,
+                     "examples_TB": example_bytes / 1e12, "clean_text_TB": clean / 1e12,
+                     "disk_TB": (example_bytes + clean) / 1e12})
+    return pd.DataFrame(rows).set_index("nodes")

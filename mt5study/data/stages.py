@@ -61,7 +61,8 @@ class Stage(PipelineStep):
         return 1
 
     def run(self, data, rank: int = 0, world_size: int = 1):
-        self.run_task(rank, world_size)
+        with self.track_time(unit="task"):  # seconds of this task, in datatrove's stats/<rank>.json
+            self.run_task(rank, world_size)
         return data
 
 

@@ -16,6 +16,7 @@ only the rows it needs (Arrow IPC files opened with pa.memory_map).
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ def apportion(probs: dict[str, float], block: int) -> dict[str, int]:
     return {lang: int(n) for lang, n in zip(langs, q)}
 
 
+@functools.lru_cache(maxsize=4096)
 def _affine(n: int, seed: int, lang: str, epoch: int) -> tuple[int, int]:
     """(a, b) of the permutation i -> (a i + b) mod n, a coprime to n."""
     if n == 1:
@@ -122,18 +124,26 @@ class ShardedSplit:
             out.append((self.shards[lang][s][0], idx - int(self.bounds[lang][s]), int(lang_idx[r])))
         return out
 
-    def _table(self, path: str):
+    def _table(self, path: str) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        """Row offsets of a shard's record batches and zero-copy (rows, length) views of each."""
         if path not in self._tables:
-            self._tables[path] = open_examples(self.root / path)
+            table = open_examples(self.root / path)
+            views: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+            for col, out in zip(range(2), views):
+                for chunk in table.column(col).chunks:
+                    out.append(chunk.flatten().to_numpy().reshape(len(chunk), -1))
+            starts = np.cumsum([0] + [len(c) for c in table.column(0).chunks])
+            self._tables[path] = (starts, *views)
         return self._tables[path]
 
     def _rows(self, positions: np.ndarray) -> dict[str, Any]:
         where = self.locate(positions)
         inputs, labels = [], []
         for path, row, _ in where:
-            t = self._table(path)
-            inputs.append(t.column(0)[row].values.to_numpy())
-            labels.append(t.column(1)[row].values.to_numpy())
+            starts, xs, ys = self._table(path)
+            c = int(np.searchsorted(starts, row, side="right") - 1)
+            inputs.append(xs[c][row - starts[c]])
+            labels.append(ys[c][row - starts[c]])
         return {"input_ids": np.stack(inputs).astype(np.int32), "labels": np.stack(labels).astype(np.int32),
                 "lang": [self.langs[li] for _, _, li in where]}
 
