@@ -151,7 +151,7 @@ TEST_NAMES = {
 
 
 def _fmt(x: float, digits: int) -> str:
-    return f"{x:+.{digits}f}"
+    return f"{0.0 if abs(x) < 0.5 * 10**-digits else x:+.{digits}f}"  # no "-0.000"
 
 
 def verdict(a: Sequence[float], b: Sequence[float], name_a: str, name_b: str, metric: str,
@@ -176,7 +176,7 @@ def verdict(a: Sequence[float], b: Sequence[float], name_a: str, name_b: str, me
     why = (f"difference {_fmt(d.diff, digits)}, {round(LEVEL * 100)} % interval [{_fmt(d.low, digits)}, "
            f"{_fmt(d.high, digits)}] ({TEST_NAMES[test]})")
     if d.within_noise:
-        bound = max(abs(d.low), abs(d.high))
+        bound = max(abs(d.low), abs(d.high), 10**-digits)  # below the last shown digit: say so
         return (f"{name_a} matches {name_b} within noise on {metric}: {nums}; {why} contains 0, so any "
                 f"difference is smaller than {bound:.{digits}f}.")
     better = (d.diff < 0) == lower_is_better

@@ -224,3 +224,10 @@ def test_readme_measured_section_is_read_from_outputs_and_replaces_only_its_bloc
     assert rm.replace(new, block) == new  # idempotent
     with pytest.raises(ValueError, match="README.md: needs exactly one line"):
         rm.replace("# no markers\n", block)
+
+
+def test_tables_for_people_name_units():
+    t = figures.for_people(pd.DataFrame({"zero_stage": [3], "peak_memory_bytes": [3 * 2**29], "wall_seconds": [12.345],
+                                         "final_eval_loss": [6.123456]}))
+    assert list(t.columns) == ["ZeRO stage", "peak memory (GiB)", "wall time (s)", "final eval loss"]
+    assert t.iloc[0].tolist() == [3, 1.5, 12.3, 6.123]

@@ -51,9 +51,14 @@ def for_people(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     t = table.copy()
     if "peak_memory_bytes" in t:
         t["peak_memory_bytes"] = pd.to_numeric(t["peak_memory_bytes"], errors="coerce") / GIB
-    rounding = {"wall_seconds": 1, "tokens_per_second": 0, "peak_memory_bytes": 2, "peak_memory_gib": 2}
+    rounding = {"wall_seconds": 1, "tokens_per_second": 0, "peak_memory_bytes": 2, "peak_memory_gib": 2,
+                "tokens/s": 0, "wall time (s)": 1, "peak memory (GiB)": 2}
     t = t.round({c: rounding.get(c, digits) for c in t.columns if t[c].dtype.kind == "f"})
-    return t.rename(columns=PEOPLE)
+    for c in t.columns:  # whole numbers without ".0"
+        if t[c].dtype.kind == "f" and rounding.get(c, digits) == 0:
+            t[c] = t[c].astype("Int64")
+    t = t.rename(columns=PEOPLE)
+    return t.astype(object).where(t.notna(), "—")  # a missing value reads as a dash, not NaN
 
 
 def _n_seeds(results: pd.DataFrame, by: list[str]) -> int:
@@ -134,7 +139,7 @@ def precision_bars(results: pd.DataFrame) -> plt.Figure:
 
 
 def loss_curves(curves: pd.DataFrame, results: pd.DataFrame, hue: str, style: str | None = None,
-                x: str = "tokens", y: str = "loss") -> plt.Figure:
+                x: str = "tokens", y: str = "loss", marker: str | None = None) -> plt.Figure:
     """Training (or eval) loss against tokens for every trial."""
     keys = [k for k in (hue, style) if k]
     data = curves.drop(columns=[k for k in keys if k in curves]).merge(results[["trial", *keys]], on="trial")
@@ -143,7 +148,7 @@ def loss_curves(curves: pd.DataFrame, results: pd.DataFrame, hue: str, style: st
     fig, ax = plt.subplots(figsize=(7, 4))
     # One line per setting: the mean over its seeds at each logged point, a band of ± 1 sd
     sns.lineplot(data=data, x=x, y=y, hue=hue, style=style, ax=ax, errorbar="sd" if seeds >= 2 else None,
-                 palette="viridis" if data[hue].dtype.kind in "if" else None)
+                 palette="viridis" if data[hue].dtype.kind in "if" else None, marker=marker)
     ax.set_xlabel("tokens (inputs + targets)" if x == "tokens" else x)
     ax.set_ylabel({"loss": "training loss", "eval_loss": "eval loss"}.get(y, y))
     ax.set_title(spread_note(results, keys), fontsize=9)

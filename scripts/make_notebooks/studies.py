@@ -10,7 +10,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's noteb
 from pathlib import Path
 
 import pandas as pd
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from mt5study import config, paths, records
 from mt5study.studies import figures, report, runner
@@ -59,21 +59,20 @@ display(results[["trial", "data", "code", "machine", "stale"]])
 summary = figures.summary_table(results, ["precision", "zero_stage"])
 print(figures.stable_view(summary.drop(columns=["± sd (eval)", "± sd (train)"])).round(2).to_string(index=False))
 """, "nbval-check-output"),
-    code("display(summary)"),
+    code("display(figures.for_people(summary))"),
     md("Every trial (one row per seed):"),
     code("display(figures.for_people(figures.precision_table(results)))"),
     code("fig = figures.precision_bars(results)"),
     md("**Figure 1.** Wall time, speed, peak memory and final eval loss per precision (x) and ZeRO stage (colour); bars are means over seeds and whiskers ± 1 sd (the title says when there is only one seed and so no spread). Speed and memory compare ZeRO stages; the eval-loss panel compares precisions, and a difference smaller than the whiskers is not a difference — the verdicts below test it."),
     code("""
 curves = figures.read(root / "grid", "curves")
-fig = figures.loss_curves(curves, results, hue="precision", style="zero_stage", y="eval_loss")
+fig = figures.loss_curves(curves, results, hue="precision", style="zero_stage")
 """),
-    md("**Figure 2.** Eval loss against training tokens, one line per precision and ZeRO stage: the mean over seeds, with a band of ± 1 sd. Where bands overlap, the precisions cannot be told apart at this budget; a line that ends early diverged. ln(vocabulary) — the loss of a uniform guess — is where the curves start."),
+    md("**Figure 2.** Training loss against tokens, one line per precision and ZeRO stage: the mean over seeds, with a band of ± 1 sd. Where bands overlap, the precisions cannot be told apart at this budget; a line that ends early diverged (fp16's overflow in T5's feed-forward shows here, if it happens)."),
+    code('fig = figures.loss_curves(curves, results, hue="precision", style="zero_stage", y="eval_loss", marker="o")'),
+    md("**Figure 3.** Held-out eval loss at each evaluation, as in Figure 2 (mean ± 1 sd over seeds). For scale: a uniform guess over the vocabulary scores ln(vocabulary size), 8.99 for the default study's 8,000 tokens; the final points are the losses the verdicts below compare."),
     md("## Verdicts\n\nComputed from the final eval losses above: each precision against fp32 at the same ZeRO stage, paired by seed (the same seed gives both the same initial weights and data order), and ZeRO-3 against ZeRO-0 in fp32."),
-    code("""
-for line in report.precision_verdicts(results):
-    print("-", line)
-"""),
+    code('display(Markdown("\\n".join(f"- {line}" for line in report.precision_verdicts(results))))'),
 ])
 
 write("03_batch_lr_study.ipynb", [
@@ -125,7 +124,7 @@ print({k: float(f"{v:.3g}") for k, v in suggestion.items()})
 summary = figures.summary_table(grid, ["global_batch", "lr"])
 print(figures.stable_view(summary.drop(columns=["± sd (eval)", "± sd (train)"])).round(2).to_string(index=False))
 """, "nbval-check-output"),
-    code("display(summary)"),
+    code("display(figures.for_people(summary))"),
     md("What these numbers were computed from (data sha, code fingerprint, machine), per trial:"),
     code('''
 print(records.provenance_note(root / "grid" / "trials"))
@@ -144,8 +143,7 @@ fig = figures.loss_curves(curves, grid, hue="lr", style="global_batch")
     md("### Verdict"),
     code("""
 verdict = report.batch_lr_verdict(grid)
-print(verdict["sentence"])
-print(verdict["at_best_lr"] or "")
+display(Markdown("\\n".join(f"- {line}" for line in (verdict["sentence"], verdict["at_best_lr"]) if line)))
 """),
     md("Time to a target loss: the first step and token count at which each trial's eval loss reached the median final eval loss of the grid."),
     code("""
@@ -199,10 +197,7 @@ findings["qa"] = report.qa_findings(paths.find(qa_dir))
 print(report.describe(findings))
 """),
     md("## Conclusions\n\nThe verdicts, computed from the results above with the test each names (95 % intervals; with one seed no spread can be given and no verdict is drawn). The site's index page leads with these sentences."),
-    code("""
-for line in report.conclusions(findings):
-    print("-", line)
-"""),
+    code('display(Markdown("\\n".join(f"- {line}" for line in report.conclusions(findings))))'),
     md("## The models\n\nThe presets of `mt5study.model`: `mt5-*` match Google's released mT5 checkpoints parameter for parameter (untied output layer, gated-GELU, 250,112-token vocabulary)."),
     code("print(report.presets_table().to_string())", "nbval-check-output"),
     md("## Memory: the model beside the measured peaks\n\nThe memory model (`mt5study.memory.estimate`) for each completed precision trial, DeepSpeed's own model-state estimator (ZeRO-2/3 only), and the measured peak. On CPU the measured peak is the process's resident set, which also holds the Python/torch runtime and the dataset."),
