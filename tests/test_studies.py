@@ -231,3 +231,18 @@ def test_tables_for_people_name_units():
                                          "final_eval_loss": [6.123456]}))
     assert list(t.columns) == ["ZeRO stage", "peak memory (GiB)", "wall time (s)", "final eval loss"]
     assert t.iloc[0].tolist() == [3, 1.5, 12.3, 6.123]
+
+
+def test_a_diverged_trial_stays_in_the_table_with_its_step(tmp_path):
+    cfg = config.to_dict(config.load("params/cpu/tiny.yaml", {"run.precision": "fp16", "run.zero_stage": 0}))
+    for name, summary in (("precision=fp16__seed=0", {"status": "diverged", "diverged_at_step": 7, "steps": 7,
+                                                       "reason": "loss scale skipped 24 steps", "fp16_engine": "torch_amp"}),
+                          ("precision=fp16__seed=1", {"status": "completed", "steps": 10, "final_eval_loss": 5.0,
+                                                       "final_train_loss": 5.1, "fp16_engine": "torch_amp"})):
+        records.write_json_atomic(tmp_path / "trials" / name / "config.json", {**cfg, "run": {**cfg["run"], "seed": int(name[-1])}})
+        records.write_json_atomic(tmp_path / "trials" / name / "summary.json", summary)
+    t = runner.results_table(tmp_path, ["run.precision", "run.seed"])
+    d = t.set_index("seed").loc[0]
+    assert d.status == "diverged" and d.diverged_at_step == 7 and d.fp16_engine == "torch_amp"
+    s = figures.summary_table(t, ["precision"]).iloc[0]
+    assert (s["diverged"], s["completed"], s["n (eval)"]) == (1, 1, 1) and pd.isna(s["± sd (eval)"])
