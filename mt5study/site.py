@@ -130,6 +130,11 @@ def _conclusions_html(report_json: Path | None) -> str:
             f"<ul class=\"conclusions\">{items}</ul>")
 
 
+def _when(iso: str | None) -> str:
+    """'2026-11-30T09:43:07.349+00:00' -> 'ran 2026-11-30 09:43 UTC'."""
+    return f"ran {iso[:16].replace('T', ' ')} UTC" if iso else "not run by papermill"
+
+
 def _errors(nb: Any) -> int:
     return sum(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
 
@@ -193,7 +198,7 @@ def build(notebooks: list[str | Path], out: str | Path, title: str = "mt5study â
     env = records.environment()
     items = "\n".join(
         f'<li><a href="{html.escape(e["page"])}">{html.escape(e["title"])}</a>'
-        f'<div class="meta">{html.escape(str(e["ran"] or "not run by papermill"))}'
+        f'<div class="meta">{html.escape(_when(e["ran"]))}'
         + (f", {e['seconds']:.0f} s" if e["seconds"] else "")
         + (f' â€” <span class="bad">{e["errors"]} failed cell(s)</span>' if e["errors"] else "")
         + "</div>" + _origin_html(e["origin"]) + "</li>" for e in entries)

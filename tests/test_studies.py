@@ -246,3 +246,20 @@ def test_a_diverged_trial_stays_in_the_table_with_its_step(tmp_path):
     assert d.status == "diverged" and d.diverged_at_step == 7 and d.fp16_engine == "torch_amp"
     s = figures.summary_table(t, ["precision"]).iloc[0]
     assert (s["diverged"], s["completed"], s["n (eval)"]) == (1, 1, 1) and pd.isna(s["± sd (eval)"])
+
+
+def test_qa_findings_give_both_starts_with_their_spread_and_a_verdict(tmp_path):
+    from mt5study.studies import report
+
+    rows = [{"init": init, "seed": s, "lang": "all", "normalization": "language-aware", "questions": 40,
+             "exact_match": em, "f1": f1}
+            for init, scores in (("pretrained", [(20, 40.0), (22, 44.0), (18, 42.0)]),
+                                 ("random_init", [(2, 10.0), (3, 12.0), (1, 11.0)]))
+            for s, (em, f1) in enumerate(scores)]
+    rows.append({**rows[0], "normalization": "squad", "f1": 99.0})  # another normalisation: not counted
+    pd.DataFrame(rows).to_parquet(tmp_path / "results.parquet", index=False)
+    qa = report.qa_findings(tmp_path)
+    assert qa["pretrained"]["f1"] == 42.0 and qa["pretrained"]["f1_sd"] == pytest.approx(2.0) and qa["pretrained"]["n"] == 3
+    assert qa["verdict"].startswith("the pretrained start is better than the random_init start on F1 by 31.0")
+    assert "paired t-interval over seeds" in qa["verdict"]
+    assert report.qa_findings(tmp_path / "absent") is None
