@@ -49,7 +49,7 @@ def load_resources(params_files: Sequence[str | Path]) -> list[SlurmConfig]:
         except ConfigError as e:
             errors.append(str(e))
     if errors:
-        raise ConfigError("\n".join(errors) + "\nnothing was submitted")
+        raise ConfigError("\n".join(errors) + ("\n" if len(errors) > 1 else "; ") + "nothing was submitted")
     return found
 
 

@@ -95,6 +95,44 @@ def fault_env(tmp_path):
     return env
 
 
+def _mount_tmpfs(path: Path, options: str) -> bool:
+    import subprocess
+
+    path.mkdir(parents=True, exist_ok=True)
+    return os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                                                capture_output=True).returncode == 0
+
+
+def _umount(path: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A folder nothing can be written to: a read-only tmpfs as root (root ignores permissions),
+    else a folder without write permission."""
+    path = tmp_path / "readonly"
+    if _mount_tmpfs(path, "size=64k,ro"):
+        yield path
+        _umount(path)
+    else:
+        path.chmod(0o555)
+        yield path
+        path.chmod(0o755)
+
+
+@pytest.fixture
+def full_dir(tmp_path):
+    """A folder on a 2 MiB tmpfs (needs root): room for a run's records, not for its checkpoints."""
+    path = tmp_path / "full"
+    if not _mount_tmpfs(path, "size=2m"):
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    yield path
+    _umount(path)
+
+
 @pytest.fixture(scope="session")
 def reference_run(tmp_path_factory):
     """An uninterrupted tiny run of 12 steps (checkpoints 4, 8, 12), its samples recorded: the
