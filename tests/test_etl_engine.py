@@ -153,3 +153,14 @@ def test_stream_reads_only_memory_mapped_shards(runs):
         for view in inputs + labels:  # zero-copy views into the memory-mapped files, no copies
             assert not view.flags.owndata and not view.flags.writeable
     assert Layout(root / "four").shard("train", "en-00000").stat().st_size > 0
+
+
+def test_mc4_projection_arithmetic():
+    from mt5study.data.report import MC4_TOKENS, mc4_projection
+
+    t = mc4_projection(1e5, 0.5, nodes=(1, 10), tasks_per_node=10, clean_bytes_per_token=2.0)
+    assert t.loc[1, "hours"] == pytest.approx(MC4_TOKENS / (1e5 * 10 * 0.5) / 3600)
+    assert t.loc[10, "hours"] == pytest.approx(t.loc[1, "hours"] / 10)
+    # mT5 lengths: 1137 raw tokens -> 1024 + 229 int32 ids per example
+    assert t.loc[1, "examples_TB"] == pytest.approx(MC4_TOKENS / 1137 * 1253 * 4 / 1e12)
+    assert t.loc[1, "clean_text_TB"] == pytest.approx(MC4_TOKENS * 2.0 / 1e12)

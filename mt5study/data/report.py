@@ -177,7 +177,7 @@ def merged_totals(manifest: dict[str, Any]) -> pd.Series:
     })
 
 
-def mc4_projection(tokens_per_s_per_task: float, efficiency: float, manifest: dict[str, Any],
+def mc4_projection(tokens_per_s_per_task: float, efficiency: float,
                    nodes: tuple[int, ...] = (1, 8, 64, 256), tasks_per_node: int = 64,
                    inputs_length: int = 1024, clean_bytes_per_token: float | None = None) -> pd.DataFrame:
     """Time and disk to run the ETL over all of mC4 on N nodes, from a measured rate per task.

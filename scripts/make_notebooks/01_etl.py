@@ -125,7 +125,7 @@ else:
     rate, efficiency = float(tasks["tokens"].sum() / (tasks["clean_s"] + tasks["encode_s"]).sum()), 1.0
     clean_bpt = None
     print(f"no {bench_path}: this run's {rate:.0f} tokens per busy task-second, efficiency assumed 1")
-print(report.mc4_projection(rate, efficiency, sharded, nodes=tuple(mc4_nodes), tasks_per_node=tasks_per_node,
+print(report.mc4_projection(rate, efficiency, nodes=tuple(mc4_nodes), tasks_per_node=tasks_per_node,
                             clean_bytes_per_token=clean_bpt).round(2).to_string())
 """),
 ])
