@@ -277,13 +277,24 @@ class FilesReader(Source):
         }
 
 
+MAX_LINE_BYTES = 16 << 20  # a line longer than this (16 MiB) is a bad record, skipped without being held
+
+
 def _lines(path: Path, bad: BadRecords) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes) of a plain or gzip file; a truncated gzip is a bad record."""
+    """(line number, bytes) of a plain or gzip file; a truncated gzip is a bad record, and so is a
+    line over MAX_LINE_BYTES (read past in blocks: memory stays bounded whatever the file holds)."""
     opener = gzip.open if path.name.endswith(".gz") else open
     n = 0
     try:
         with opener(path, "rb") as f:
-            for n, line in enumerate(f, start=1):
+            while line := f.readline(MAX_LINE_BYTES + 1):
+                n += 1
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    size = len(line)
+                    while (rest := f.readline(1 << 20)) and (size := size + len(rest)) and not rest.endswith(b"\n"):
+                        pass
+                    bad.report(f"{path}:{n}: line of {size:,d} bytes, over the {MAX_LINE_BYTES:,d}-byte limit: skipped")
+                    continue
                 yield n, line
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         bad.report(f"{path}: truncated or corrupt gzip after line {n} ({type(e).__name__}: {e}); "
