@@ -15,9 +15,11 @@ when the machine's available memory falls under 1.5 GiB, so that
 the "before" run, which needed 11.4 GiB per rank here, stops before the kernel's OOM killer acts
 for the whole machine; the record then says `killed_at_cap` with the peaks reached until then.
 
-    .venv/bin/python scripts/bench_memory.py [--only after] [--cap-gib 18]
+    .venv/bin/python scripts/bench_memory.py [--only after] [--cap-gib 18] [--preset mt5-small]
 
-Writes outputs/bench/memory_mt5-base_zero3.json and prints it.
+Writes outputs/bench/memory_<preset>_zero3.json and prints it. A run starts only when the machine
+has the memory it needs available (world size x prediction x 1.25 + 1 GiB; mt5-base: 19.4 GiB).
+`--preset mt5-small` measures the released mt5-small architecture the same way in about half.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ from mt5study import config, launch, memory, records  # noqa: E402
 PARAMS = ROOT / "params" / "cpu" / "bench_memory.yaml"
 OUT = ROOT / "outputs" / "bench"
 GIB = 2**30
-# Available memory a run needs before it starts: "after" peaks near 2 x 9 GiB; "before" reached
-# 11.4 GiB per rank and was OOM-killed, so it is only tried on an otherwise idle machine.
-NEEDS = {"after": 19 * GIB, "before": 20 * GIB}
+# Available memory a run needs before it starts, beyond "after"'s: "before" reached 11.4 GiB per
+# rank with mt5-base and was OOM-killed, so it is only tried on an otherwise idle machine.
+BEFORE_EXTRA = GIB
 MIN_AVAILABLE = 3 * GIB // 2  # stop a launch before the machine runs short, whoever uses the memory
 
 
@@ -155,11 +157,13 @@ def available_bytes() -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=["after", "before"], help="run one of the two (default both)")
+    ap.add_argument("--preset", default=None, help="another model.preset than the params file's (mt5-base)")
     ap.add_argument("--cap-gib", type=float, default=None,
                     help="kill a launch whose ranks together hold more (default: available memory - 2 GiB)")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    params = config.load(PARAMS)
+    preset = {"model.preset": a.preset} if a.preset else {}
+    params = config.load(PARAMS, preset)
     run, d = params.run, params.data
     est = memory.estimate(params.model.preset, run.zero_stage, run.precision, run.world_size, run.micro_batch,
                           d.input_length, d.target_length)
@@ -174,17 +178,19 @@ def main() -> None:
         "estimate_bytes": est, "baseline_bytes_per_rank": base,
         "predicted_bytes_per_rank": predicted, "runs": {},
     }
-    path = OUT / "memory_mt5-base_zero3.json"
+    path = OUT / f"memory_{params.model.preset}_zero3.json"
+    need_after = run.world_size * predicted * 1.25 + GIB
     if path.exists():  # keep the records of runs not made now (skipped, or not asked for)
         result["runs"] = records.read_json(path).get("runs", {})
     for name in ([a.only] if a.only else ["after", "before"]):
-        need = NEEDS[name]
+        need = need_after + (BEFORE_EXTRA if name == "before" else 0)
         if available_bytes() < need:  # other work holds the memory: measure later, never squeeze it
             print(f"{name}: skipped, {available_bytes() / GIB:.1f} GiB available < {need / GIB:.0f} GiB needed")
             continue
         cap = int(a.cap_gib * GIB) if a.cap_gib else available_bytes() - 2 * GIB
-        out = OUT / f"memory_run_{name}"
-        rec = watched_launch({"run.zero3_init": name == "after"}, out, cap, OUT / f"memory_{name}.log")
+        out = OUT / f"memory_run_{params.model.preset}_{name}"
+        rec = watched_launch({**preset, "run.zero3_init": name == "after"}, out, cap,
+                             OUT / f"memory_{params.model.preset}_{name}.log")
         rec["cap_bytes"] = cap
         peaks = rec["train_peak_bytes_per_rank"] or rec["process_peak_bytes_per_rank"]
         if peaks:
