@@ -85,16 +85,18 @@ def watched_launch(overrides: dict, out: Path, cap_bytes: int, log: Path) -> dic
     env = launch.launch_env(params.run.processes_per_node)
     t0 = time.perf_counter()
     hwm: dict[int, int] = {}
-    killed = False
+    killed = ""
     with open(log, "w", encoding="utf-8") as f:
         proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
         while proc.poll() is None:
             pids = _ranks(proc.pid)
             for pid in pids:
                 hwm[pid] = max(hwm.get(pid, 0), _status_kib(pid, "VmHWM") * 1024)
-            if (sum(_status_kib(pid, "VmRSS") * 1024 for pid in pids) > cap_bytes
-                    or available_bytes() < MIN_AVAILABLE):  # other work shares the machine
-                killed = True
+            total, free = sum(_status_kib(pid, "VmRSS") * 1024 for pid in pids), available_bytes()
+            if total > cap_bytes or free < MIN_AVAILABLE:  # other work shares the machine
+                killed = (f"ranks held {total / GIB:.2f} GiB (cap {cap_bytes / GIB:.2f})" if total > cap_bytes else
+                          f"machine's available memory {free / GIB:.2f} GiB < {MIN_AVAILABLE / GIB:.1f} GiB "
+                          f"(ranks held {total / GIB:.2f} GiB)")
                 for pid in pids:  # torchrun starts each rank in its own session: kill them by id
                     os.kill(pid, signal.SIGKILL)
                 os.killpg(proc.pid, signal.SIGKILL)  # then the launchers this script started
@@ -107,6 +109,7 @@ def watched_launch(overrides: dict, out: Path, cap_bytes: int, log: Path) -> dic
     return {
         "zero3_init": params.run.zero3_init,
         "status": "killed_at_cap" if killed else summary.get("status", f"exit {proc.returncode}"),
+        "killed_because": killed or None,
         "steps_completed": last.get("step", 0),
         "losses": [r["loss"] for r in rows],
         "train_peak_bytes_per_rank": last.get("peak_memory_bytes_per_rank"),
