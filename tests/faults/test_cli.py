@@ -102,3 +102,13 @@ def test_real_process_prints_one_line(tmp_path, ledger):
         ok = _one_clear_line(r.returncode, r.stderr, word)
         ledger.rejected(f"python -m mt5study.cli {' '.join(argv[:1])} ({word})", ok, r.stderr)
         assert ok, r.stderr
+
+
+def test_train_without_a_launcher_at_world_size_2(tmp_path, capsys, ledger):
+    """`mt5study train` by hand at world size 2: one line naming `mt5study launch`, nothing written
+    (at world size 1 it runs as one process: tests/test_train_one_process.py)."""
+    code, err = _main(["train", "--params", TINY, "--out", str(tmp_path / "run")], capsys)
+    ok = _one_clear_line(code, err, "mt5study launch")
+    ledger.rejected("mt5study train at world size 2 without a launcher", ok, err)
+    assert ok, (code, err)
+    assert not (tmp_path / "run").exists()
