@@ -11,9 +11,14 @@ the convention of DeepSpeed's own estimator (`deepspeed.runtime.zero.stage3`). O
 ZeRO-Offload (Ren et al. 2021): the optimizer states and the fp32 gradient partition that the CPU
 Adam step reads move to host memory, and with "optimizer+params" (ZeRO-3 only) the 16-bit
 parameter partition too. The gradient reduce bucket is counted (`buffers`, as configured by
-`reduce_bucket_elements`). Not modelled: other communication buckets (allgather_bucket_size,
-stage3_prefetch_bucket_size, up to stage3_max_live_parameters gathered at
-once), the CUDA context and allocator fragmentation; `fits_table` leaves headroom for them.
+`reduce_bucket_elements`). ZeRO-3's prefetch is sized from the model by `launch.deepspeed_config`
+(stage3_max_live_parameters = the largest module, bucket 0.9 d_model^2), so weights gathered
+ahead of use stay within about one largest module more. Not modelled: that prefetch, other
+communication buckets (allgather_bucket_size), the optimizer's per-sub-group temporaries, the CUDA
+context and allocator fragmentation; `fits_table` leaves headroom for them. Measured on CPU (host
+RSS per rank, 2 ranks, fp32, ZeRO-3, scripts/bench_memory.py): mt5-small at step 1 1.03x of
+estimate + runtime baseline, up to 1.22x in step 2 (the Adam moments exist from the first update
+on, while the working set is gathered); mt5-base 1.07x at step 1 and 1.21x in step 2.
 
 Activations are counted tensor by tensor for the Hugging Face MT5 implementation (in the spirit of
 Korthikanti et al. 2022, "Reducing Activation Recomputation", sec. 4.1, adapted from GPT to T5's

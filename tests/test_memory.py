@@ -264,3 +264,20 @@ def test_activation_estimate_matches_autograd(preset, batch, li, lt, precision, 
     assert 0.8 <= saved / measured <= 1.25, (saved, measured)
     # The whole estimate, transient included, against the held bytes: within a loose 0.3x-3x.
     assert 0.3 <= sum(parts.values()) / measured <= 3.0
+
+
+def test_zero3_gathered_weights_are_bounded_by_the_model_as_the_estimate_counts():
+    """launch.deepspeed_config sizes ZeRO-3's prefetch from the model: at most one largest module
+    (memory.largest_layer_params, the estimate's working set) is gathered ahead of use."""
+    from mt5study import config, launch
+    from mt5study.paths import PARAMS
+
+    params = config.load(PARAMS / "cpu" / "bench_memory.yaml")  # mt5-base, ZeRO-3
+    zero = launch.deepspeed_config(params)["zero_optimization"]
+    d = PRESETS["mt5-base"]["d_model"]
+    assert zero["stage3_max_live_parameters"] == memory.largest_layer_params("mt5-base") == 250_112 * d
+    assert zero["stage3_prefetch_bucket_size"] == int(0.9 * d * d)
+    assert zero["stage3_param_persistence_threshold"] == 10 * d
+    assert zero["stage3_max_reuse_distance"] == 0
+    assert "stage3_max_live_parameters" not in launch.deepspeed_config(
+        config.load(PARAMS / "cpu" / "bench_memory.yaml", {"run.zero_stage": 2}))["zero_optimization"]
