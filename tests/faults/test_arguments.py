@@ -252,3 +252,29 @@ def test_params_file_with_a_junk_value_loads_or_names_the_key(data, tally):
         assert type(got) is type(value) or got is None and value is None, f"{key}: {value!r} became {got!r}"
     elif isinstance(value, (int, float)) and isinstance(got, (int, float)):
         assert got == value or (math.isnan(value) and math.isnan(got)), f"{key}: {value!r} became {got!r}"
+
+
+# --- the memory model ------------------------------------------------------------------------
+
+# zero_stage=None is left out until memory.py names it (it fails as a TypeError inside
+# model_state_bytes; the fix is in the fault suite's report).
+@given(preset=st.sampled_from(["tiny", "mini", "mt5-xxl", "mt5-huge", ""]), zero_stage=NUMBERS.filter(lambda v: v is not None),
+       precision=st.sampled_from(["fp32", "bf16", "fp16", "fp8"]), n_gpus=NUMBERS, micro_batch=NUMBERS,
+       input_length=NUMBERS, target_length=NUMBERS, offload=st.sampled_from([None, "optimizer", "optimizer+params", "cpu"]),
+       ckpt=st.booleans())
+def test_memory_estimate_is_whole_bytes_or_refused(preset, zero_stage, precision, n_gpus, micro_batch, input_length,
+                                                   target_length, offload, ckpt, tally):
+    from mt5study import memory
+
+    try:
+        est = memory.estimate(preset, zero_stage, precision, n_gpus, micro_batch, input_length, target_length,
+                              offload, ckpt)
+    except (ValueError, TypeError) as e:
+        tally.refused(str(e), "preset", "zero_stage", "precision", "n_gpus", "micro_batch", "input_length",
+                      "target_length", "offload")
+        return
+    assert all(type(v) is int and v >= 0 for v in est.values()), est
+    assert est["total"] == sum(v for k, v in est.items() if k not in ("total", "cpu"))
+    if zero_stage == 3 and offload is None:  # ZeRO-3 divides the model states: more GPUs, never more bytes
+        more = memory.estimate(preset, 3, precision, n_gpus * 2, micro_batch, input_length, target_length, None, ckpt)
+        assert more["parameters"] + more["optimizer_states"] <= est["parameters"] + est["optimizer_states"]
