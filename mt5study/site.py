@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ def _title(nb: Any, fallback: str) -> str:
 
 
 HIDE_OUTPUT_TAG = "hide-output"  # a cell whose outputs the page leaves out (its source stays)
+# A library's log line written to stdout, e.g. DeepSpeed's
+# "[2026-11-30 10:15:38,026] [WARNING] [real_accelerator.py:213:get_accelerator] Setting accelerator to CPU."
+_LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,.]+\] \[(DEBUG|INFO|WARNING|ERROR)\] .*(\n|$)", re.MULTILINE)
 _DROPPED_MIME = ("application/vnd.jupyter.widget-view+json",)
 
 
@@ -61,7 +65,7 @@ def for_readers(nb: Any, roots: list[str | Path] | None = None) -> dict[str, int
     from mt5study.paths import ROOT
 
     roots_s = sorted({str(Path(r)) for r in (roots or [ROOT, Path.home()])}, key=len, reverse=True)
-    counts = {"stderr": 0, "widgets": 0, "hidden": 0, "paths": 0}
+    counts = {"stderr": 0, "widgets": 0, "hidden": 0, "paths": 0, "log_lines": 0}
     for cell in nb.cells:
         new = _relative(cell.source, roots_s)
         counts["paths"] += new != cell.source
@@ -85,8 +89,13 @@ def for_readers(nb: Any, roots: list[str | Path] | None = None) -> dict[str, int
                 if not data:
                     continue
             if out.get("output_type") == "stream":
-                t = _relative(out["text"], roots_s)
-                counts["paths"] += t != out["text"]
+                text = "".join(out["text"]) if isinstance(out["text"], list) else out["text"]
+                quiet = _LOG_LINE.sub("", text)
+                counts["log_lines"] += quiet != text
+                if not quiet.strip():
+                    continue
+                t = _relative(quiet, roots_s)
+                counts["paths"] += t != quiet
                 out["text"] = t
             for mime in ("text/plain", "text/html", "text/markdown"):
                 if isinstance(data.get(mime), str):
@@ -111,8 +120,6 @@ def _nav(entries: list[dict[str, Any]], i: int) -> str:
 
 
 def _with_nav(body: str, nav: str) -> str:
-    import re
-
     m = re.search(r"<body[^>]*>", body)
     return body[:m.end()] + nav + body[m.end():] if m else nav + body
 

@@ -96,6 +96,7 @@ def test_pages_are_for_readers_and_the_index_leads_with_conclusions(tmp_path):
         f"out_dir = '{ROOT}/outputs/precision'\nprint(out_dir)",
         "print('[precision] trial 1/18 training ' + 'log')",
         "print('the table')",
+        "print('[2026-11-30 10:15:38,026] [WARN' + 'ING] [real_accelerator.py:213:get] Setting ' + 'accelerator')",
     ]
     first = executed(nbs / "02_first.ipynb", cells)
     nb = nbformat.read(first, as_version=4)
@@ -115,7 +116,8 @@ def test_pages_are_for_readers_and_the_index_leads_with_conclusions(tmp_path):
     assert "a warning" not in page and "TqdmWarning" not in page  # stderr streams dropped
     assert str(ROOT) not in page and "outputs/precision" in page  # paths relative to the repository
     assert "training log" not in page and "the table" in page  # hide-output: the cell's outputs left out
+    assert "Setting accelerator" not in page  # a library's log line on stdout
     assert 'href="index.html"' in page and 'href="05_second.html"' in page  # navigation
     assert 'href="02_first.html"' in (tmp_path / "site" / "05_second.html").read_text()
     meta = records.read_json(tmp_path / "site" / "site.json")["pages"][0]["cleaned"]
-    assert meta["stderr"] >= 1 and meta["paths"] >= 2 and meta["hidden"] == 1
+    assert meta["stderr"] >= 1 and meta["paths"] >= 2 and meta["hidden"] == 1 and meta["log_lines"] == 1

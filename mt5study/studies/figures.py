@@ -57,7 +57,9 @@ def for_people(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     for c in t.columns:  # whole numbers without ".0"
         if t[c].dtype.kind == "f" and rounding.get(c, digits) == 0:
             t[c] = t[c].astype("Int64")
-    t = t.rename(columns=PEOPLE)
+    for c in [c for c in t.columns if str(c).startswith("min_gpus_")]:  # report.fits_summary
+        t[c] = pd.to_numeric(t[c], errors="coerce").astype("Int64")
+    t = t.rename(columns={**PEOPLE, **{c: f"fewest GPUs of {c[9:-3]} GiB" for c in t.columns if str(c).startswith("min_gpus_")}})
     return t.astype(object).where(t.notna(), "—")  # a missing value reads as a dash, not NaN
 
 

@@ -127,7 +127,8 @@ def findings(precision_dir: str | Path, batch_lr_dir: str | Path, allow_mixed: b
                               "sd": None if s.sd is None else round(s.sd, 4), "n": s.n, "text": s.format(3),
                               "tokens_per_second": float(g.tokens_per_second.mean()),
                               "peak_memory_bytes": float(g.peak_memory_bytes.max())})
-    speed = ok.groupby("precision").tokens_per_second.mean()
+    # compared at one ZeRO stage (the lowest all ran at): fp16 through torch AMP runs at ZeRO-0 only
+    speed = ok[ok.zero_stage == ok.zero_stage.min()].groupby("precision").tokens_per_second.mean()
     not_run = prec[~prec.status.isin(["completed"])][["precision", "zero_stage", "status", "reason"]].drop_duplicates()
     best = batch_lr_verdict(bl)
     done = bl[bl.status == "completed"]
@@ -202,13 +203,11 @@ def describe(f: dict[str, Any]) -> str:
         lines.append(f"  {r['precision']} ZeRO-{r['zero_stage']}: {r['text']}, {r['tokens_per_second']:.0f} tokens/s")
     for r in f["not_completed"]:
         lines.append(f"  {r['precision']} ZeRO-{r['zero_stage']}: {r['status']} ({r.get('reason') or ''})")
-    lines.append(f"Fastest precision here: {f['fastest_precision']}")
+    lines.append(f"Fastest precision here (at the lowest ZeRO stage run): {f['fastest_precision']}")
     lines.append(f"Batch x lr: {f['batch_lr_completed']}/{f['batch_lr_trials']} trials completed.")
     for init, sc in (f.get("qa") or {}).items():
         if init != "verdict":
             lines.append(f"QA fine-tuned from {init}: {sc['text']} ({sc['questions']} questions)")
-    lines.append("Verdicts:")
-    lines += [f"- {c}" for c in conclusions(f)]
     return "\n".join(lines)
 
 
@@ -261,7 +260,11 @@ def memory_vs_measured(study_dir: str | Path) -> pd.DataFrame:
     from mt5study import memory
 
     rows = []
+    table = Path(study_dir) / "grid" / "results.parquet"  # the current grid's trials, not older folders
+    current = set(pd.read_parquet(table, columns=["trial"]).trial) if table.exists() else None
     for trial in sorted(Path(study_dir).glob("grid/trials/*")):
+        if current is not None and trial.name not in current:
+            continue
         if not (trial / "summary.json").exists() or not (trial / "config.json").exists():
             continue
         cfg, s = records.read_json(trial / "config.json"), records.read_json(trial / "summary.json")

@@ -205,7 +205,7 @@ print(report.describe(findings))
     md("## Memory: which settings fit mT5-XXL (12.9B parameters) on N GPUs"),
     code("""
 fits = memory.fits_table("mt5-xxl", gpu_gib=tuple(gpu_gib))
-display(report.fits_summary(fits))
+display(figures.for_people(report.fits_summary(fits)))
 """),
     md("## Recommendations for the 13B run"),
     code("""
