@@ -67,3 +67,9 @@ def test_evaluate_run_greedy_and_beam(tmp_path):
     assert (tmp_path / "eval" / "scores.json").exists()
     again_table, _ = evaluate.evaluate_run(run, tmp_path / "data", ev, CharTokenizer(), tmp_path / "eval")
     assert again_table.equals(table)  # cached: the same run, data and eval params
+    key = records.read_json(tmp_path / "eval" / "scores.json")["key"]
+    assert key["code"] == records.code_fingerprint("translation_eval")["sha256"] and key["sacrebleu"]
+    assert "translation/evaluate.py" in records.code_fingerprint("translation_eval")["files"]
+    assert evaluate.read_cached(tmp_path / "eval", {**key, "code": "changed"}, ("scores",)) is None  # code changed: redo
+    assert evaluate.read_cached(tmp_path / "eval", key, ("scores",), redo=True) is None
+    assert evaluate.read_cached(tmp_path / "eval", key, ("scores",))[0].equals(scores)

@@ -130,3 +130,24 @@ def test_balanced_training_set_and_manifest(tmp_path):
     assert list(table.index) == ["en-de", "en-fr"] and table.loc["en-fr", "train_share"] == round(s["shares"]["en-fr"], 3)
     tests = prepare.read_examples(tmp_path / "d", "test")
     assert {r["pair"] for r in tests} == {"en-de", "en-fr"}
+
+
+def test_a_pair_left_empty_by_bad_or_missing_catalogs_says_why(tmp_path):
+    """A language whose only catalog has a wrong charset, and one with no locale folder at all:
+    PairError naming the pair, the counts and the bad file, never an empty split."""
+    from test_translation_catalogs import write_mo
+
+    from mt5study.translation import loaders
+
+    lc = tmp_path / "fr" / "LC_MESSAGES"
+    write_mo(lc / "app.mo", [(b"Open", "Ouvrir le fichier é".encode("utf-8"))], charset="ISO-8859-1")
+    write_mo(tmp_path / "de" / "LC_MESSAGES" / "app.mo", [(b"Open", b"\xc3\x96ffnen")])
+    source = {"kind": "catalogs", "locale_dirs": [str(tmp_path)], "domains": ["app", "typo"]}
+    for pair, match in [("en-fr", r"pair en-fr: no parallel data .*catalogs: 0 records; fr: .*catalogs found 1, read 0, "
+                                  r"bad charset 1, unreadable 0, domains missing 1.*app\.mo: declares charset iso-8859-1"),
+                        ("en-nl", r"pair en-nl: no parallel data .*nl: locales none found, catalogs found 0")]:
+        c = cfg(pairs=[pair], sources=[source])
+        recs, reports = loaders.load(list(c.sources), [("en", "de"), tuple(pair.split("-"))])
+        assert reports[0]["languages"]["de"]["domains_missing"] == 1  # "typo": counted in the manifest
+        with pytest.raises(prepare.PairError, match=match):
+            prepare.build_splits(recs, c, CharTokenizer(), reports)

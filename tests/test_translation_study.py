@@ -4,10 +4,12 @@ through the real launcher."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
-from mt5study import config
+from mt5study import config, records
 from mt5study.paths import PARAMS
 from mt5study.translation import finetune
 from mt5study.translation.config import TranslationParams, parse_pair
@@ -88,8 +90,43 @@ def test_per_pair_table_and_verdict():
     v = finetune.verdict(results)
     assert v["difference"] == 10.0 and v["spread"] == 1.0 and v["pretrained_beats_random_by_more_than_spread"]
     assert "pretrained 33.0 ± 1.0 (n=3)" in finetune.verdict_text(v)
+    assert v["sentence"].startswith("the pretrained start is better than random initialisation on chrF++ mean over "
+                                    "pairs (greedy) by 10.0") and "paired t-interval over seeds" in v["sentence"]
     close = results.assign(chrf=results.chrf.where(results.init == "pretrained", results.chrf + 9.5))
     assert not finetune.verdict(close)["pretrained_beats_random_by_more_than_spread"]  # 0.5 < sd 1.0
+    one = results[results.seed == 0]
+    assert not finetune.verdict(one)["pretrained_beats_random_by_more_than_spread"]  # one seed: no spread
+    assert "no verdict" in finetune.verdict(one)["sentence"]
+    assert finetune.verdict(results, "beam4") == {"decoding": "beam4", "comparison": "no completed runs"}
+
+
+def test_report_findings_for_notebook_05(tmp_path):
+    """What the report reads from a finished study folder; None where the step was not run."""
+    assert finetune.report_findings(tmp_path / "none") is None
+    study, data = tmp_path / "study", tmp_path / "study" / "data" / "abc"
+    data.mkdir(parents=True)
+    fake_results().to_parquet(study / "results.parquet", index=False)
+    counts = {p: {"read": 10, "kept": 8, "train_examples": 6, "validation_examples": 1, "test_examples": 1}
+              for p in ("en-de", "en-ja")}
+    records.write_json_atomic(data / "manifest.json", {"pairs": ["en-de", "en-ja"], "counts": counts,
+                                                       "sampling": {"shares": {"en-de": 0.5, "en-ja": 0.5}}})
+    records.write_json_atomic(study / "study.json", {"data": str(data), "wall_seconds": {"total": 12.5}})
+    f = finetune.report_findings(study)
+    assert f["pairs"] == ["en-de", "en-ja"] and f["wall_seconds"] == {"total": 12.5}
+    assert f["sizes"]["en-ja"] == {"train": 6, "validation": 1, "test": 1}
+    json.dumps(f)  # report.save writes it into report.json
+    assert {"pair": "mean over pairs", "decoding": "greedy", "init": "pretrained", "chrf_mean": 33.0} \
+        .items() <= next(r for r in f["table"] if r["pair"] == "mean over pairs" and r["init"] == "pretrained").items()
+    assert f["verdict"]["pretrained_beats_random_by_more_than_spread"]
+    assert f["sentences"][0].startswith("Translation: chrF++ mean over pairs (greedy): pretrained 33.0")
+
+
+def test_too_few_examples_for_a_micro_batch_is_named(tmp_path):
+    params = config.load(SMOKE, schema=TranslationParams)
+    records.write_json_atomic(tmp_path / "manifest.json", {"num_examples": {"train": 400, "validation": 3}})
+    train = config.load(PARAMS.parent / params.translation.finetune.params, schema=config.TrainParams)
+    with pytest.raises(ValueError, match=r"split sizes \{'validation': 3\} are below one micro-batch"):
+        finetune.check_fits(params, tmp_path, train)
 
 
 @pytest.mark.slow

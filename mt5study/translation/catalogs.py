@@ -213,6 +213,8 @@ def language_table(cfg: CatalogSource, lang: str, folders: list[Path], counts: C
             if (cfg.domains is None or f.stem in cfg.domains) and f.stem not in chosen:
                 chosen[f.stem] = f
     counts["catalogs_found"] += len(chosen)
+    if cfg.domains is not None:
+        counts["domains_missing"] += len(set(cfg.domains) - set(chosen))  # a misspelled or uninstalled catalog
     table: dict[tuple[str, str, str, str], tuple[str, str]] = {}
     for domain in sorted(chosen):
         try:

@@ -26,6 +26,12 @@ from mt5study.qa.prepare import PAD_ID, Tokenizer
 from mt5study.translation.config import EvalConfig
 from mt5study.translation.prepare import read_examples
 
+# The code whose change makes a cached evaluation stale (records.code_fingerprint's kinds; the
+# lead may move this entry into records.CODE, beside qa_eval).
+records.CODE.setdefault("translation_eval", ("translation/evaluate.py", "translation/prepare.py", "translation/config.py",
+                                             "qa/prepare.py", "model.py"))
+records.LIBRARIES.setdefault("translation_eval", ("torch", "transformers", "sentencepiece", "numpy"))
+
 
 @lru_cache(maxsize=None)
 def bleu_tokenizer(lang: str) -> str:
@@ -75,23 +81,59 @@ def translate(model: Any, tok: Tokenizer, sources: list[list[int]], cfg: EvalCon
     return [out[i] for i in range(len(sources))]
 
 
+def _sacrebleu_version() -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version("sacrebleu")
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def decodings(cfg: EvalConfig) -> dict[str, int]:
     """Decoding name -> beams."""
     return {"greedy": 1, **({f"beam{cfg.num_beams}": cfg.num_beams} if cfg.beam else {})}
 
 
+def eval_key(run_dir: Path, prepared: Path, cfg: Any, kind: str, **extra: Any) -> dict[str, Any]:
+    """What a cached evaluation of a fine-tuned run depends on: the run (its finish time and steps),
+    the prepared data's fingerprint, the eval params, the evaluation code of `kind`
+    (records.code_fingerprint) and any `extra` (library versions). Written for both studies'
+    evaluations: mt5study.qa.evaluate can import it (this module imports nothing of qa.evaluate)."""
+    summary = records.read_json(Path(run_dir) / "summary.json")
+    return {"run": str(run_dir), "finished": summary.get("wall_seconds"), "steps": summary.get("steps"),
+            "data": records.read_json(Path(prepared) / "manifest.json")["fingerprint"],
+            "eval": cfg.model_dump(mode="json"), "code": records.code_fingerprint(kind)["sha256"], **extra}
+
+
+def read_cached(out: Path, key: dict[str, Any], names: tuple[str, ...], redo: bool = False) -> list[pd.DataFrame] | None:
+    """The tables <out>/<name>.parquet of an evaluation cached under `key`, or None (redo it)."""
+    done = Path(out) / "scores.json"
+    if redo or not done.exists() or records.read_json(done).get("key") != key:
+        return None
+    return [pd.read_parquet(Path(out) / f"{name}.parquet") for name in names]
+
+
+def write_cached(out: Path, key: dict[str, Any], tables: dict[str, pd.DataFrame], seconds: float) -> None:
+    """Each table as <out>/<name>.parquet, then scores.json (key, seconds, the `scores` table) last."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        table.to_parquet(Path(out) / f"{name}.parquet", index=False)
+    records.write_json_atomic(Path(out) / "scores.json", {"key": key, "seconds": seconds,
+                                                          "scores": tables["scores"].to_dict(orient="records")})
+
+
 def evaluate_run(run_dir: Path, prepared: Path, cfg: EvalConfig, tok: Tokenizer, out: Path,
                  redo: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Translations and scores of one run, cached in `out` while the run and data are unchanged."""
+    """Translations and scores of one run, cached in `out` while the run, the data, the eval params,
+    the evaluation code and sacrebleu are unchanged."""
     from mt5study.model import load_checkpoint
     from mt5study.translation.config import task_prefix
 
-    summary = records.read_json(Path(run_dir) / "summary.json")
-    key = {"run": str(run_dir), "finished": summary.get("wall_seconds"), "steps": summary.get("steps"),
-           "data": records.read_json(Path(prepared) / "manifest.json")["fingerprint"], "eval": cfg.model_dump(mode="json")}
-    done = out / "scores.json"
-    if done.exists() and not redo and records.read_json(done).get("key") == key:
-        return pd.read_parquet(out / "translations.parquet"), pd.read_parquet(out / "scores.parquet")
+    key = eval_key(run_dir, prepared, cfg, "translation_eval", sacrebleu=_sacrebleu_version())
+    cached = read_cached(out, key, ("translations", "scores"), redo)
+    if cached is not None:
+        return cached[0], cached[1]
     t0 = time.perf_counter()
     torch.manual_seed(0)
     model = load_checkpoint(str(Path(run_dir) / "model"))
@@ -109,9 +151,5 @@ def evaluate_run(run_dir: Path, prepared: Path, cfg: EvalConfig, tok: Tokenizer,
         scores.append({"pair": pair, "decoding": name, "bleu_tokenize": bleu_tokenizer(pair.split("-")[1]),
                        **score(g["translation"].tolist(), g["reference"].tolist(), pair.split("-")[1])})
     scores_df = pd.DataFrame(scores)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(out / "translations.parquet", index=False)
-    scores_df.to_parquet(out / "scores.parquet", index=False)
-    records.write_json_atomic(done, {"key": key, "seconds": time.perf_counter() - t0,
-                                     "scores": scores_df.to_dict(orient="records")})  # last
+    write_cached(out, key, {"translations": table, "scores": scores_df}, time.perf_counter() - t0)
     return table, scores_df

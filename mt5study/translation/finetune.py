@@ -47,31 +47,33 @@ def base_model(params: TranslationParams, root: Path, redo: bool = False, keep_s
 
 def run_overrides(params: TranslationParams, base: dict[str, Any], data: Path, init: str, seed: int) -> dict[str, Any]:
     """What one fine-tuning run changes in the training params: data, lengths, start, seed."""
-    tr = params.translation
-    return {**qa_finetune.run_overrides(tr, base, data, init), "run.seed": seed}
+    return qa_finetune.run_overrides(params.translation, base, data, init, seed)
 
 
 def run_dir(root: Path, init: str, seed: int) -> Path:
     return root / "runs" / init / f"seed{seed}"
 
 
+def check_fits(params: TranslationParams, data: Path, train: config.TrainParams) -> None:
+    """Every split of the prepared data fills one micro-batch on every rank, or a ValueError says which."""
+    need = train.run.micro_batch * train.run.world_size
+    short = {split: n for split, n in records.read_json(Path(data) / "manifest.json")["num_examples"].items() if n < need}
+    if short:
+        raise ValueError(f"translation {params.translation.name}: split sizes {short} are below one micro-batch on "
+                         f"every rank ({need}); add pairs or sources, or lower run.micro_batch")
+
+
 def train_runs(params: TranslationParams, root: Path, data: Path, base: dict[str, Any], redo: bool = False,
                keep_stale: bool = False) -> pd.DataFrame:
     """Every (start, seed) run, trained or reused (the runner says why not); one row each (runs.parquet)."""
     tr = params.translation
-    manifest = records.read_json(Path(data) / "manifest.json")
     inits = INITS if tr.finetune.compare_random_init else INITS[:1]
     base_path = find(tr.finetune.params)
     rows = []
     for init in inits:
         for seed in tr.finetune.seeds:
             overrides = run_overrides(params, base, data, init, seed)
-            train = config.load(base_path, overrides, schema=config.TrainParams)
-            need = train.run.micro_batch * train.run.world_size
-            for split, n in manifest["num_examples"].items():
-                if n < need:
-                    raise ValueError(f"translation {split} split has {n} examples, fewer than one micro-batch on "
-                                     f"every rank ({need}); add pairs or lower run.micro_batch")
+            check_fits(params, data, config.load(base_path, overrides, schema=config.TrainParams))
             out = run_dir(root, init, seed)
             print(f"[{tr.name}] fine-tuning from {init}, seed {seed} -> {out}", flush=True)
             summary = qa_finetune._train(out, base_path, overrides, redo, keep_stale)
@@ -83,14 +85,7 @@ def train_runs(params: TranslationParams, root: Path, data: Path, base: dict[str
     return table
 
 
-def curves(runs: pd.DataFrame) -> pd.DataFrame:
-    """Every metrics line of every run (train and held-out loss per step), with its seed."""
-    rows = []
-    for _, r in runs.iterrows():
-        for m in records.read_metrics(Path(r["run"]) / "metrics.jsonl"):
-            rows.append({"init": r["init"], "seed": r["seed"], "step": m["step"], "loss": m.get("loss"),
-                         "eval_loss": m.get("eval_loss")})
-    return pd.DataFrame(rows)
+curves = qa_finetune.curves  # every metrics line of every run (train and held-out loss per step), with its seed
 
 
 def evaluate_runs(params: TranslationParams, root: Path, data: Path, base: dict[str, Any], runs: pd.DataFrame,
@@ -142,37 +137,50 @@ def signatures(results: pd.DataFrame) -> pd.DataFrame:
         "target").reset_index(drop=True)
 
 
-def verdict(results: pd.DataFrame, decoding: str = "greedy", digits: int = 1) -> dict[str, Any]:
-    """Mean chrF++ over pairs per start (mean ± sd over seeds, n) and whether the pretrained start
-    beats random init by more than the spread between seeds (the larger of the two sds)."""
-    if results.empty:
-        return {"decoding": decoding, "comparison": "no completed runs"}
+def seed_scores(results: pd.DataFrame, decoding: str = "greedy", metric: str = "chrf") -> pd.DataFrame:
+    """One row per start and seed: `metric` averaged over pairs (the number the verdict compares)."""
     sub = results[results.decoding == decoding]
-    by_seed = sub.groupby(["init", "seed"])["chrf"].mean()
+    return sub.groupby(["init", "seed"], as_index=False)[metric].mean().assign(status="completed")
+
+
+def verdict(results: pd.DataFrame, decoding: str = "greedy", digits: int = 1) -> dict[str, Any]:
+    """Mean chrF++ over pairs per start (mean ± sd over seeds, n, via mt5study.stats), the issue's
+    criterion (the pretrained start beats random init by more than the spread between seeds: the
+    larger of the two sds, with >= 2 seeds a side) and the stats verdict sentence (paired t-interval
+    over shared seeds, else Welch: mt5study.studies.report.compare_seeds)."""
+    from mt5study import stats
+    from mt5study.studies.report import compare_seeds
+
+    if results.empty or not (results.decoding == decoding).any():
+        return {"decoding": decoding, "comparison": "no completed runs"}
+    per_seed = seed_scores(results, decoding)
     out: dict[str, Any] = {"decoding": decoding, "metric": "chrF++ mean over pairs"}
     for init in INITS:
-        if init in by_seed.index.get_level_values(0):
-            v = by_seed.loc[init]
-            out[init] = {"mean": round(float(v.mean()), digits), "sd": round(float(v.std(ddof=1)), digits) if len(v) > 1
-                         else None, "n": int(len(v))}
+        if init in set(per_seed.init):
+            s = stats.spread(per_seed.loc[per_seed.init == init, "chrf"].tolist())
+            out[init] = {"mean": round(s.mean, digits), "sd": None if s.sd is None else round(s.sd, digits), "n": s.n}
     if set(INITS) <= set(out):
         p, r = out["pretrained"], out["random_init"]
-        spread = max(p["sd"] or 0.0, r["sd"] or 0.0)
         out["difference"] = round(p["mean"] - r["mean"], digits)
-        out["spread"] = spread
-        out["pretrained_beats_random_by_more_than_spread"] = bool(out["difference"] > spread and min(p["n"], r["n"]) >= 2)
+        out["spread"] = max(p["sd"] or 0.0, r["sd"] or 0.0)
+        out["pretrained_beats_random_by_more_than_spread"] = bool(
+            out["difference"] > out["spread"] and min(p["n"], r["n"]) >= 2)
+        out["sentence"] = compare_seeds(per_seed[per_seed.init == "pretrained"], per_seed[per_seed.init == "random_init"],
+                                        "the pretrained start", "random initialisation",
+                                        f"chrF++ mean over pairs ({decoding})", "chrf", lower_is_better=False,
+                                        digits=digits)
     return out
 
 
 def verdict_text(v: dict[str, Any]) -> str:
-    """One sentence of what the verdict measured."""
+    """What the verdict measured: the issue's criterion in one sentence, then the stats sentence."""
     if "difference" not in v:
         return f"{v.get('comparison', 'only one start evaluated')}: no comparison"
     p, r = v["pretrained"], v["random_init"]
     word = "beats" if v["pretrained_beats_random_by_more_than_spread"] else "does not beat"
     return (f"{v['metric']} ({v['decoding']}): pretrained {p['mean']} ± {p['sd']} (n={p['n']}), random init "
             f"{r['mean']} ± {r['sd']} (n={r['n']}); difference {v['difference']:+}, seed spread {v['spread']}: "
-            f"the pretrained start {word} random init by more than the spread")
+            f"the pretrained start {word} random init by more than the spread. {v['sentence']}")
 
 
 def sample_translations(translations: pd.DataFrame, per_pair: int, seed: int | None = None, decoding: str = "greedy",
@@ -190,13 +198,21 @@ def sample_translations(translations: pd.DataFrame, per_pair: int, seed: int | N
     return wide
 
 
+def timings(root: Path, runs: pd.DataFrame) -> dict[str, float]:
+    """Seconds spent by the step's runs: fine-tuning (the runs' own wall time) and evaluation (each
+    eval folder's scores.json), summed over starts and seeds."""
+    train = float(pd.to_numeric(runs.get("wall_seconds"), errors="coerce").fillna(0).sum()) if not runs.empty else 0.0
+    evals = [records.read_json(f).get("seconds") or 0.0 for f in sorted((Path(root) / "eval").glob("*/seed*/scores.json"))]
+    return {"train": round(train, 1), "eval": round(float(sum(evals)), 1), "total": round(train + float(sum(evals)), 1)}
+
+
 def record(root: Path, params: TranslationParams, base: dict[str, Any], data: Path, runs: pd.DataFrame,
            results: pd.DataFrame) -> None:
-    """study.json: resolved params, base model, data folder, runs and the verdict (written last)."""
+    """study.json: resolved params, base model, data folder, runs, timings and the verdict (written last)."""
     records.write_json_atomic(root / "study.json", {
         "params": config.to_dict(params), "base": base, "data": str(data),
         "runs": json.loads(runs.to_json(orient="records")), "verdict": verdict(results),
-        "environment": records.environment()})
+        "wall_seconds": timings(root, runs), "environment": records.environment()})
 
 
 def run(params: TranslationParams, out_dir: str | Path | None = None, redo: bool = False,
@@ -220,6 +236,30 @@ def report_table(study: str | Path) -> pd.DataFrame:
     return per_pair_table(pd.read_parquet(path))
 
 
-def report_verdict(study: str | Path) -> str:
-    """For the study report: the verdict sentence of a finished study folder (greedy decoding)."""
-    return verdict_text(verdict(pd.read_parquet(Path(study) / "results.parquet")))
+def report_verdict(study: str | Path, decoding: str = "greedy") -> str:
+    """For the study report: the verdict sentences of a finished study folder."""
+    return verdict_text(verdict(pd.read_parquet(Path(study) / "results.parquet"), decoding))
+
+
+def report_findings(study: str | Path) -> dict[str, Any] | None:
+    """For notebook 05 (as report.qa_findings), JSON-ready for report.json: a finished translation
+    study's pairs and their split sizes, the per-pair table (records: pair, decoding, init, BLEU and
+    chrF++ mean/sd over seeds), the greedy verdict, the verdict sentences per decoding and the
+    step's seconds (fine-tuning, evaluation); None when the folder holds no results."""
+    study = Path(study)
+    if not (study / "results.parquet").exists():
+        return None
+    results = pd.read_parquet(study / "results.parquet")
+    done = records.read_json(study / "study.json") if (study / "study.json").exists() else {}
+    sizes = None
+    if done.get("data") and (Path(done["data"]) / "manifest.json").exists():
+        split = prepare_lib.sizes(Path(done["data"]))[["train_examples", "validation_examples", "test_examples"]]
+        sizes = {pair: {k.removesuffix("_examples"): int(v) for k, v in row.items()} for pair, row in split.iterrows()}
+    table = per_pair_table(results)
+    table["pair"] = table["pair"].astype(str)
+    verdicts = {d: verdict(results, d) for d in results["decoding"].unique()}
+    return {"pairs": list(dict.fromkeys(results["pair"])), "sizes": sizes,
+            "table": json.loads(table.to_json(orient="records")),
+            "verdict": verdicts.get("greedy") or next(iter(verdicts.values()), None),
+            "sentences": [f"Translation: {verdict_text(v)}" for v in verdicts.values()],
+            "wall_seconds": done.get("wall_seconds")}

@@ -193,9 +193,30 @@ def write(out: Path, per_pair: dict[str, dict[str, list]], counts: dict[str, Cou
     return manifest
 
 
-def build_splits(records: list[dict[str, Any]], cfg: TranslationConfig, tok: Tokenizer
-                 ) -> tuple[dict[str, dict[str, list]], dict[str, Counter]]:
-    """Filter and split every pair; PairError for a pair without data or with an empty split."""
+def what_was_read(pair: str, reports: list[dict[str, Any]]) -> str:
+    """What each source gave a pair (records, and per catalog language the catalogs found, read,
+    bad or missing, with the first errors): the reason a pair came out empty, in words."""
+    langs = set(pair.split("-")) - {"en"}
+    out = []
+    for rep in reports:
+        text = f"{rep.get('kind')}: {rep.get('records', {}).get(pair, 0)} records"
+        if isinstance(rep.get("languages"), dict):
+            for lang in sorted(langs):
+                c = rep["languages"].get(lang, {})
+                text += (f"; {lang}: locales {c.get('locales') or 'none found'}, catalogs found "
+                         f"{c.get('catalogs_found', 0)}, read {c.get('catalogs_read', 0)}, bad charset "
+                         f"{c.get('catalogs_bad_charset', 0)}, unreadable {c.get('catalogs_unreadable', 0)}, domains "
+                         f"missing {c.get('domains_missing', 0)}, messages kept {c.get('kept', 0)}")
+        if rep.get("errors"):
+            text += f"; errors: {rep['errors'][:3]}"
+        out.append(text)
+    return " | ".join(out) or "no sources"
+
+
+def build_splits(records: list[dict[str, Any]], cfg: TranslationConfig, tok: Tokenizer,
+                 reports: list[dict[str, Any]] | None = None) -> tuple[dict[str, dict[str, list]], dict[str, Counter]]:
+    """Filter and split every pair; PairError for a pair without data (saying what each source
+    read, from `reports`) or with an empty split."""
     by_pair: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by_pair[f"{r['src_lang']}-{r['tgt_lang']}"].append(r)
@@ -203,8 +224,7 @@ def build_splits(records: list[dict[str, Any]], cfg: TranslationConfig, tok: Tok
     for pair in cfg.pairs:
         c: Counter = Counter()
         if not by_pair.get(pair):
-            raise PairError(f"pair {pair}: no parallel data in any source (sources read: "
-                            f"{[type(s).__name__ for s in cfg.sources]})")
+            raise PairError(f"pair {pair}: no parallel data in any source ({what_was_read(pair, reports or [])})")
         per_pair[pair] = split_pair(filter_pair(by_pair[pair], cfg, tok, c), cfg, c)
         for split in SPLITS:
             c[f"{split}_examples"] = len(per_pair[pair][split])
@@ -227,7 +247,7 @@ def prepare(cfg: TranslationConfig, root: Path, tokenizer: str, vocab_size: int,
         return out
     pairs = [parse_pair(p) for p in cfg.pairs]
     records, reports = loaders.load(list(cfg.sources), pairs)
-    per_pair, counts = build_splits(records, cfg, tok)
+    per_pair, counts = build_splits(records, cfg, tok, reports)
     write(out, per_pair, counts, reports, tok, cfg, vocab_size, fp)
     return out
 
