@@ -263,3 +263,11 @@ def test_qa_findings_give_both_starts_with_their_spread_and_a_verdict(tmp_path):
     assert qa["verdict"].startswith("the pretrained start is better than the random_init start on F1 by 31.0")
     assert "paired t-interval over seeds" in qa["verdict"]
     assert report.qa_findings(tmp_path / "absent") is None
+
+
+def test_the_grid_compared_with_the_search_is_the_mean_over_seeds():
+    rows = [_row(f"b{b}s{s}", global_batch=b, lr=1e-3, seed=s, steps=10, final_eval_loss=v)
+            for b, losses in ((8, [5.0, 6.0]), (16, [5.4, 5.4])) for s, v in enumerate(losses)]
+    g = runner.grid_as_search_results(pd.DataFrame(rows), ["run.global_batch", "optim.lr"]).set_index("run.global_batch")
+    assert g.loc[8, "value"] == pytest.approx(5.5) and g.loc[16, "value"] == pytest.approx(5.4)  # seed 0 alone would pick 8
+    assert g.loc[8, "compute"] == 2 * 10 * 8 and (g.state == "COMPLETE").all()

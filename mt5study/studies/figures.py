@@ -26,12 +26,13 @@ def read(root: str | Path, name: str = "results") -> pd.DataFrame:
 
 def precision_table(results: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     """Per precision x ZeRO stage: time, speed, memory, final losses, divergence; stable rounding."""
-    cols = ["precision", "zero_stage", "status", "steps", "wall_seconds", "tokens_per_second",
+    cols = ["precision", "zero_stage", "seed", "status", "steps", "wall_seconds", "tokens_per_second",
             "peak_memory_bytes", "final_train_loss", "final_eval_loss", "diverged_at_step", "skipped_steps", "reason"]
     t = results[[c for c in cols if c in results]].copy()
     t["peak_memory_gib"] = t.pop("peak_memory_bytes") / GIB
     order = {"fp32": 0, "bf16": 1, "fp16": 2}
-    t = t.sort_values(["precision", "zero_stage"], key=lambda s: s.map(order) if s.name == "precision" else s)
+    t = t.sort_values([c for c in ("precision", "zero_stage", "seed") if c in t],
+                      key=lambda s: s.map(order) if s.name == "precision" else s)
     return t.reset_index(drop=True).round({"final_train_loss": digits, "final_eval_loss": digits,
                                            "wall_seconds": 1, "tokens_per_second": 0, "peak_memory_gib": 3})
 

@@ -225,13 +225,18 @@ def run_search(params: StudyParams, source: str, out_dir: str | Path | None = No
 
 
 def grid_as_search_results(table: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
-    """The grid's results in the search's format (state, value, compute = steps x batch)."""
+    """The grid's results in the search's format, one row per grid point: state, value (the mean
+    final eval loss over its completed seeds), compute (steps x batch summed over its seeds)."""
     rows = []
-    for _, r in table.iterrows():
-        ok = r["status"] == "completed" and r["final_eval_loss"] is not None
-        row = {k: r[k.split(".")[-1]] for k in axes}
-        row.update(state="COMPLETE" if ok else "FAIL", value=r["final_eval_loss"] if ok else None,
-                   compute=(r["steps"] or 0) * r["global_batch"], last_step=(r["steps"] or 0) * r["global_batch"])
+    cols = [k.split(".")[-1] for k in axes]
+    for key, g in table.groupby(cols, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        ok = g[(g["status"] == "completed") & g["final_eval_loss"].notna()]
+        spent = float((g["steps"].fillna(0) * g["global_batch"]).sum())
+        row = dict(zip(axes, key))
+        row.update(state="COMPLETE" if not ok.empty else "FAIL",
+                   value=float(ok["final_eval_loss"].mean()) if not ok.empty else None,
+                   compute=spent, last_step=float((g["steps"].fillna(0) * g["global_batch"]).max()))
         rows.append(row)
     df = pd.DataFrame(rows)
     df.attrs["params"] = axes
@@ -239,7 +244,8 @@ def grid_as_search_results(table: pd.DataFrame, axes: list[str]) -> pd.DataFrame
 
 
 def compare(grid: pd.DataFrame, search_results: pd.DataFrame, axes: list[str], tolerance: float = 0.01) -> dict[str, Any]:
-    """Did the pruned search find the grid's best (same point, or eval loss within 1 %), at what compute?"""
+    """Did the pruned search find the grid's best (same point, or eval loss within 1 % of the best
+    mean over seeds), at what compute (the grid's over all its seeds)?"""
     from mt5study.studies.search import grid_vs_pruned
 
     return grid_vs_pruned(grid_as_search_results(grid, axes), search_results, tolerance=tolerance)
