@@ -155,13 +155,13 @@ def verdict(results: pd.DataFrame, decoding: str = "greedy", digits: int = 1) ->
         return {"decoding": decoding, "comparison": "no completed runs"}
     per_seed = seed_scores(results, decoding)
     out: dict[str, Any] = {"decoding": decoding, "metric": "chrF++ mean over pairs"}
-    for init in INITS:
-        if init in set(per_seed.init):
-            s = stats.spread(per_seed.loc[per_seed.init == init, "chrf"].tolist())
-            out[init] = {"mean": round(s.mean, digits), "sd": None if s.sd is None else round(s.sd, digits), "n": s.n}
+    spreads = {init: stats.spread(per_seed.loc[per_seed.init == init, "chrf"].tolist())
+               for init in INITS if init in set(per_seed.init)}
+    for init, s in spreads.items():
+        out[init] = {"mean": round(s.mean, digits), "sd": None if s.sd is None else round(s.sd, digits), "n": s.n}
     if set(INITS) <= set(out):
         p, r = out["pretrained"], out["random_init"]
-        out["difference"] = round(p["mean"] - r["mean"], digits)
+        out["difference"] = round(spreads["pretrained"].mean - spreads["random_init"].mean, digits)
         out["spread"] = max(p["sd"] or 0.0, r["sd"] or 0.0)
         out["pretrained_beats_random_by_more_than_spread"] = bool(
             out["difference"] > out["spread"] and min(p["n"], r["n"]) >= 2)
@@ -180,7 +180,7 @@ def verdict_text(v: dict[str, Any]) -> str:
     word = "beats" if v["pretrained_beats_random_by_more_than_spread"] else "does not beat"
     return (f"{v['metric']} ({v['decoding']}): pretrained {p['mean']} ± {p['sd']} (n={p['n']}), random init "
             f"{r['mean']} ± {r['sd']} (n={r['n']}); difference {v['difference']:+}, seed spread {v['spread']}: "
-            f"the pretrained start {word} random init by more than the spread. {v['sentence']}")
+            f"the pretrained start {word} random init by more than the spread. {v['sentence'][:1].upper()}{v['sentence'][1:]}")
 
 
 def sample_translations(translations: pd.DataFrame, per_pair: int, seed: int | None = None, decoding: str = "greedy",
