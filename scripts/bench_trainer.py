@@ -41,13 +41,16 @@ ap.add_argument("--warmup", type=int, default=5, help="first steps left out of t
 ap.add_argument("--trial-steps", type=int, default=None,
                 help="steps of the overhead trials (default: batch_lr's token budget at the base batch)")
 ap.add_argument("--hf", action="store_true", help="also time transformers' Seq2SeqTrainer")
+ap.add_argument("--only-overhead", action="store_true", help="skip the throughput runs (part 1)")
+ap.add_argument("--only-speed", action="store_true", help="skip the overhead trials (part 2)")
 args = ap.parse_args()
 
 VOCAB = 8000
 LENGTHS = (64, 14)  # params/cpu/mini.yaml's encoder and decoder tokens
 MICRO, GLOBAL = 8, 16  # mini.yaml: 8 examples x 2 ranks
 LAYOUTS = {  # name -> run overrides on top of the base
-    "launched_2rank_zero3": {"run.processes_per_node": 2, "run.zero_stage": 3, "run.grad_accum": 1},
+    "launched_2rank_zero3": {"run.processes_per_node": 2, "run.zero_stage": 3, "run.grad_accum": 1,
+                             "run.one_process": False},  # batch_lr.yaml's fixed asks for one process
     "one_process_zero0": {"run.processes_per_node": 2, "run.zero_stage": 3, "run.grad_accum": 1,
                           "run.one_process": True},
 }
@@ -89,30 +92,34 @@ def trial_setup() -> tuple[int, dict]:
 
 
 result: dict = {"preset": args.preset, "precision": "fp32", "global_batch": GLOBAL, "lengths": LENGTHS,
-                "env": records.environment(load_average=os.getloadavg())}
+                "env": records.environment(load_average=os.getloadavg()),
+                # threads per process: launch_env gives a rank cores // ranks unless this is set
+                "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 with tempfile.TemporaryDirectory() as tmp:
     tmp = Path(tmp)
     # 1. throughput
     speed = {}
-    for name, ov in LAYOUTS.items():
+    for name, ov in ({} if args.only_overhead else LAYOUTS).items():
         summary, _ = timed_run(base_doc(args.steps), ov, tmp / f"speed_{name}")
         speed[name] = tokens_per_second(tmp / f"speed_{name}")
         print(f"{name:22s} {speed[name]:9,.0f} tokens/s", flush=True)
     result["tokens_per_second"] = speed
-    result["one_process_over_launched"] = speed["one_process_zero0"] / speed["launched_2rank_zero3"]
+    if speed:
+        result["one_process_over_launched"] = speed["one_process_zero0"] / speed["launched_2rank_zero3"]
 
     # 2. per-trial overhead at the default study's trial size
     steps, fixed = trial_setup()
     overhead = {}
-    for name, ov in LAYOUTS.items():
+    for name, ov in ({} if args.only_speed else LAYOUTS).items():
         summary, wall = timed_run(base_doc(steps), {**fixed, **ov}, tmp / f"trial_{name}")
-        t = summary.get("timings_seconds", {})
+        t = {k: float("nan") if v is None else v for k, v in summary.get("timings_seconds", {}).items()}
         loop = t.get("steps", float("nan"))
         overhead[name] = {
             "trial_steps": steps, "wall_seconds": wall, "step_loop_seconds": loop,
             "overhead_seconds": wall - loop, "overhead_fraction": (wall - loop) / wall,
-            "start_to_train_seconds": t.get("start_to_train"), "setup_seconds": t.get("setup"),
-            "save_weights_seconds": t.get("save_weights"),
+            "start_to_train_seconds": t.get("start_to_train", float("nan")),
+            "setup_seconds": t.get("setup", float("nan")),
+            "save_weights_seconds": t.get("save_weights", float("nan")), "timings": t,
             "launcher_seconds": wall - t.get("in_train", float("nan")) - t.get("start_to_train", 0.0),
         }
         o = overhead[name]
@@ -120,7 +127,8 @@ with tempfile.TemporaryDirectory() as tmp:
               f"{o['overhead_seconds']:.1f} s = {o['overhead_fraction']:.1%} (imports {o['start_to_train_seconds']:.1f} s, "
               f"setup {o['setup_seconds']:.1f} s, save {o['save_weights_seconds']:.1f} s, "
               f"launcher {o['launcher_seconds']:.1f} s)", flush=True)
-    result["trial_overhead"] = overhead
+    if overhead:
+        result["trial_overhead"] = overhead
 
     # 3. Seq2SeqTrainer, one process, same model and data
     if args.hf:
@@ -153,15 +161,19 @@ with tempfile.TemporaryDirectory() as tmp:
                        callbacks=[timer]).train()
         hf = GLOBAL * sum(LENGTHS) * (args.steps - args.warmup) / sum(timer.times[args.warmup:])
         result["tokens_per_second"]["seq2seqtrainer"] = hf
-        result["one_process_over_seq2seqtrainer"] = speed["one_process_zero0"] / hf
+        if speed:
+            result["one_process_over_seq2seqtrainer"] = speed["one_process_zero0"] / hf
         print(f"{'seq2seqtrainer':22s} {hf:9,.0f} tokens/s", flush=True)
 
 result["load_average_after"] = os.getloadavg()
 out = OUTPUTS / "bench" / f"trainer_{args.preset}_fp32.json"
+if (args.only_speed or args.only_overhead) and out.exists():  # keep the other part's figures
+    result = {**records.read_json(out), **result}
 records.write_json_atomic(out, result)
-ov = result["trial_overhead"]
-print(f"\ntokens/s: one process {speed['one_process_zero0']:,.0f} / 2-rank ZeRO-3 launch "
-      f"{speed['launched_2rank_zero3']:,.0f} = {result['one_process_over_launched']:.2f}x")
+ov = result.get("trial_overhead", {})
+if speed:
+    print(f"\ntokens/s: one process {speed['one_process_zero0']:,.0f} / 2-rank ZeRO-3 launch "
+          f"{speed['launched_2rank_zero3']:,.0f} = {result['one_process_over_launched']:.2f}x")
 print("per-trial overhead fraction: " + ", ".join(f"{k} {v['overhead_fraction']:.1%}" for k, v in ov.items()))
 print(f"load average (1, 5, 15 min) before {result['env']['load_average']}, after {result['load_average_after']}")
 print(f"written {out}")
