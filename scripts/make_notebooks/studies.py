@@ -57,7 +57,8 @@ display(results[["trial", "data", "code", "machine", "stale"]])
     md("## Results over seeds\n\nPer precision and ZeRO stage: final eval and train loss as mean ± sd over the seeds that completed (n), how many diverged or could not run, and the mean wall time, speed and peak memory. The loss columns, rounded to 2 decimals, are checked by nbval."),
     code("""
 summary = figures.summary_table(results, ["precision", "zero_stage"])
-print(figures.stable_view(summary.drop(columns=["± sd (eval)", "± sd (train)"])).round(2).to_string(index=False))
+print(figures.stable_view(summary.drop(columns=["± sd (eval)", "± sd (train)"]))
+      .round({"final eval loss": 2, "final train loss": 2}).to_string(index=False))
 """, "nbval-check-output"),
     code("display(figures.for_people(summary))"),
     md("Every trial (one row per seed):"),
@@ -122,7 +123,8 @@ print({k: float(f"{v:.3g}") for k, v in suggestion.items()})
     md("Per global batch and learning rate, over seeds: final eval loss as mean ± sd and n (rounded to 2 decimals, checked by nbval)."),
     code("""
 summary = figures.summary_table(grid, ["global_batch", "lr"])
-print(figures.stable_view(summary.drop(columns=["± sd (eval)", "± sd (train)"])).round(2).to_string(index=False))
+print(figures.stable_view(summary.drop(columns=["± sd (eval)", "± sd (train)"]))
+      .round({"final eval loss": 2, "final train loss": 2}).to_string(index=False))
 """, "nbval-check-output"),
     code("display(figures.for_people(summary))"),
     md("What these numbers were computed from (data sha, code fingerprint, machine), per trial:"),
