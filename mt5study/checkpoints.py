@@ -134,13 +134,18 @@ def _newest_usable(out: Path, steps: int) -> tuple[Path | None, dict[str, Any], 
         if reason is None:
             state = records.read_json(ckpt / STATE_FILE)
             if state["step"] < steps or ckpt == found[-1]:
+                moved = False
                 for folder, why in skipped:  # moved only once a usable checkpoint is found
-                    _say(f"checkpoint {folder} is not used: {why}; set aside as {_set_aside(folder)}")
+                    name, by_me = _set_aside(folder)
+                    moved |= by_me
+                    _say(f"checkpoint {folder} is not used: {why}; set aside as {name}", by_me)
                 if skipped:
-                    _say(f"resuming from {ckpt} instead")
+                    _say(f"resuming from {ckpt} instead", moved)
                 return ckpt, state, tuple(f"{folder}: {why}" for folder, why in skipped)
             reason = (f"at step {state['step']} = run.steps: the run stopped while saving its final weights; "
                       f"the steps since the checkpoint before it are redone")
+        if not ckpt.exists():
+            continue  # another rank of this launch set it aside meanwhile (and said why)
         skipped.append((ckpt, reason))
     if skipped:
         raise CheckpointError(f"no usable checkpoint in {Path(out) / CHECKPOINTS}: "
@@ -149,19 +154,22 @@ def _newest_usable(out: Path, steps: int) -> tuple[Path | None, dict[str, Any], 
     return None, {}, ()
 
 
-def _say(message: str) -> None:
-    """One console line from the first rank (every rank plans the same resume)."""
-    if os.environ.get("RANK", "0") == "0":
+def _say(message: str, mine: bool = False) -> None:
+    """A console line from the rank that acted (`mine`) or the first rank: every rank plans the
+    same resume, and whichever gets there first moves the refused checkpoints."""
+    if mine or os.environ.get("RANK", "0") == "0":
         print(f"mt5study: {message}", file=sys.stderr, flush=True)
 
 
-def _set_aside(ckpt: Path) -> str:
+def _set_aside(ckpt: Path) -> tuple[str, bool]:
     """Rename a refused checkpoint out of the `step_*` namespace, so that the step is written
-    anew into a fresh folder; another rank may have moved it already."""
+    anew into a fresh folder: (new name, whether this process moved it; another rank may have)."""
     dest = ckpt.parent / f"{SET_ASIDE}-{ckpt.name}-{time.time_ns()}"
-    with contextlib.suppress(FileNotFoundError):
+    try:
         os.rename(ckpt, dest)
-    return dest.name
+    except FileNotFoundError:
+        return dest.name, False
+    return dest.name, True
 
 
 def check_complete(ckpt: Path) -> str | None:
