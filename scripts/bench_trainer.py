@@ -103,7 +103,8 @@ with tempfile.TemporaryDirectory() as tmp:
         summary, _ = timed_run(base_doc(args.steps), ov, tmp / f"speed_{name}")
         speed[name] = tokens_per_second(tmp / f"speed_{name}")
         print(f"{name:22s} {speed[name]:9,.0f} tokens/s", flush=True)
-    result["tokens_per_second"] = speed
+    if speed:
+        result["tokens_per_second"] = speed
     if speed:
         result["one_process_over_launched"] = speed["one_process_zero0"] / speed["launched_2rank_zero3"]
 
