@@ -180,6 +180,7 @@ KINDS: dict[str, str] = {
     "pipeline": "mt5study.pipeline:PipelineParams",
     "qa": "mt5study.qa.config:QAParams",
     "translation": "mt5study.translation.config:TranslationParams",
+    "scaling": "mt5study.scaling.config:ScalingParams",
 }
 
 
