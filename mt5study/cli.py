@@ -91,6 +91,9 @@ def cmd_etl(a: argparse.Namespace) -> int:
     except (ETLError, SourceError) as e:
         print(f"mt5study etl: {e}", file=sys.stderr)
         return EXIT_FAILED
+    if manifest.get("status") == "submitted":  # engine.executor slurm with wait: false
+        print(f"mt5study etl: submitted {manifest['slurm_jobs']}")
+        return 0
     print(f"mt5study etl: wrote {a.out} ({len(manifest.get('languages', []))} languages)")
     return 0
 
@@ -139,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="mt5study", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="one rank of a training run (run it under accelerate launch)")
+    p = sub.add_parser("train", help="a training run in this process (world size 1 runs as is; several processes: mt5study launch)")
     _add_params(p)
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--stop-at-step", type=int, default=None,

@@ -96,6 +96,9 @@ def largest_layer_params(preset: str) -> int:
 def model_state_bytes(preset: str, zero_stage: int, precision: str, n_gpus: int,
                       offload: str | None = None) -> dict[str, int]:
     """Bytes per GPU of parameters, gradients and optimizer states, plus host bytes (`cpu`)."""
+    for name, v in (("zero_stage", zero_stage), ("precision", precision), ("n_gpus", n_gpus)):
+        if v is None:  # _check lets None through (optional there); here each is needed
+            raise ValueError(f"{name} is required, got None")
     _check(preset, precision, zero_stage, n_gpus, offload)
     n_params = count_parameters(preset)
     b_param, b_grad, b_opt = STATE_BYTES[precision]
@@ -175,6 +178,8 @@ def activation_breakdown(preset: str, precision: str, micro_batch: int, input_le
     """
     _check(preset, precision)
     _positive(micro_batch=micro_batch, input_length=input_length, target_length=target_length)
+    if not isinstance(activation_checkpointing, bool):  # "no" is truthy: it would count as checkpointed
+        raise ValueError(f"activation_checkpointing must be True or False, got {activation_checkpointing!r}")
     cfg = PRESETS[preset]
     d, f, n, h = cfg["d_model"], cfg["d_ff"], cfg["num_layers"], cfg["num_heads"]
     a, v = h * cfg["d_kv"], cfg["vocab_size"]
@@ -301,6 +306,9 @@ def fits_table(preset: str = "mt5-xxl", gpu_gib: Iterable[float] = (40, 80),
     if not 0 < usable_fraction <= 1:
         raise ValueError(f"usable_fraction must be in (0, 1], got {usable_fraction!r}")
     sizes = list(gpu_gib)
+    for g in sizes:
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 < g < float("inf"):
+            raise ValueError(f"gpu_gib must hold GPU memory sizes in GiB > 0, got {g!r}")
     rows = []
     for prec, stage, off, n, mb, ckpt in itertools.product(
             precisions, zero_stages, offloads, n_gpus, micro_batches, activation_checkpointing):

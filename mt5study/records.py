@@ -175,10 +175,11 @@ INPUTS_FILE = "inputs.json"
 INPUTS_FORMAT = "mt5study-inputs/1"
 PACKAGE = ROOT / "mt5study"
 CODE: dict[str, tuple[str, ...]] = {  # globs under PACKAGE, per kind of step
-    "train": ("train.py", "model.py", "loss.py", "batches.py", "optim.py", "launch.py", "config.py"),
+    "train": ("train.py", "model.py", "loss.py", "batches.py", "optim.py", "launch.py", "config.py", "amp.py",
+              "partition.py", "ladder.py", "data/stream.py"),
     # The ETL's stages (report.py reads outputs, samples.py writes test corpora: not counted).
     "etl": tuple(f"data/{m}.py" for m in ("etl", "clean", "config", "corruption", "output", "sampling",
-                                          "sources", "tokenizer")),
+                                          "sources", "tokenizer", "engine", "plan", "shards", "stages")),
     "qa_data": ("qa/prepare.py", "qa/loaders.py", "qa/manpages.py", "qa/config.py"),  # QA examples, windows
     "qa_eval": ("qa/evaluate.py", "qa/metrics.py", "qa/prepare.py"),  # generation and EM/F1
 }

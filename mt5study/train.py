@@ -288,6 +288,8 @@ def _write_run_records(r: _Run, ds_config: dict[str, Any], resume: bool, overwri
         if restored:  # drop metric lines written after the checkpoint: they will be redone
             rows = [row for row in records.read_metrics(out / "metrics.jsonl") if row["step"] <= r.start_step]
             records.rewrite_metrics(out / "metrics.jsonl", rows)
+        elif resume and (out / "metrics.jsonl").exists():  # killed before its first checkpoint: from step 0
+            records.rewrite_metrics(out / "metrics.jsonl", [])
     acc.wait_for_everyone()
 
 
