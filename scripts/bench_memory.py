@@ -158,12 +158,16 @@ def available_bytes() -> int:
 
 
 def main() -> None:
+    global MIN_AVAILABLE
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=["after", "before"], help="run one of the two (default both)")
     ap.add_argument("--preset", default=None, help="another model.preset than the params file's (mt5-base)")
     ap.add_argument("--cap-gib", type=float, default=None,
                     help="kill a launch whose ranks together hold more (default: available memory - 2 GiB)")
+    ap.add_argument("--min-available-gib", type=float, default=MIN_AVAILABLE / GIB,
+                    help="stop a launch when the machine's available memory falls below this (default 1.5)")
     a = ap.parse_args()
+    MIN_AVAILABLE = int(a.min_available_gib * GIB)
     OUT.mkdir(parents=True, exist_ok=True)
     preset = {"model.preset": a.preset} if a.preset else {}
     params = config.load(PARAMS, preset)
