@@ -26,6 +26,11 @@ fi
 # torch before anything else: a bare `torch` requirement would pull a multi-GB CUDA build.
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
 "$VENV/bin/python" -m pip install -q -c requirements-lock.txt -e ".[dev]"
+# DeepSpeed JIT-compiles its CPU shared-memory collective op at the first process-group start,
+# under a file lock in ~/.cache/torch_extensions; a process killed while compiling leaves the lock
+# and every later run waits on it forever. Building it once here keeps that out of runs and tests.
+"$VENV/bin/python" -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()" >/dev/null \
+  || echo "setup: DeepSpeed's shm_comm op did not build (runs will try again)" >&2
 # The kernel the notebooks name, so papermill/nbval/JupyterLab run them in this environment.
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name mt5study --display-name "mt5study" >/dev/null
 echo "setup: $("$VENV/bin/python" -c 'import torch, transformers, deepspeed; print("torch", torch.__version__, "transformers", transformers.__version__, "deepspeed", deepspeed.__version__)')"
