@@ -179,7 +179,7 @@ CODE: dict[str, tuple[str, ...]] = {  # globs under PACKAGE, per kind of step
               "partition.py", "ladder.py", "data/stream.py"),
     # The ETL's stages (report.py reads outputs, samples.py writes test corpora: not counted).
     "etl": tuple(f"data/{m}.py" for m in ("etl", "clean", "config", "corruption", "output", "sampling",
-                                          "sources", "tokenizer", "engine", "plan", "shards", "stages")),
+                                          "sources", "tokenizer", "engine", "plan", "shards", "stages", "near_dedup")),
     "qa_data": ("qa/prepare.py", "qa/loaders.py", "qa/manpages.py", "qa/config.py"),  # QA examples, windows
     "qa_eval": ("qa/evaluate.py", "qa/metrics.py", "qa/prepare.py"),  # generation and EM/F1
 }

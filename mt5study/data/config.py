@@ -157,6 +157,19 @@ class SlurmEngine(Section):
     poll_s: float = Field(default=2.0, gt=0.0)  # seconds between checks while waiting
 
 
+class NearDedupConfig(Section):
+    """MinHash near-duplicate removal after the exact dedup (datatrove's MinHash stages,
+    mt5study.data.near_dedup): two documents whose word n-gram signatures agree in every hash
+    of at least one bucket are one cluster, and all but one of each cluster are dropped.
+    P(match) for Jaccard similarity s is 1 - (1 - s^hashes_per_bucket)^buckets."""
+
+    enabled: bool = False
+    n_grams: int = Field(default=5, gt=0)  # words per shingle
+    buckets: int = Field(default=14, gt=0)  # LSH bands, one task each in the bucket stage
+    hashes_per_bucket: int = Field(default=8, gt=0)  # MinHash values per band
+    seed: int = 1  # of the hash functions (the same on every task)
+
+
 class EngineConfig(Section):
     """How the ETL runs: `inline` (one process tree, the original single-node path, writing a
     `datasets` DatasetDict), or sharded stages on datatrove executors, `local` (this machine) or
@@ -179,7 +192,15 @@ class EngineConfig(Section):
     start_delay_s: int = Field(default=0, ge=0)
     """Each task first sleeps a random 0..start_delay_s seconds (datatrove's
     randomize_start_duration: spreads the first reads of many tasks on shared storage)."""
+    near_dedup: NearDedupConfig = NearDedupConfig()
     slurm: SlurmEngine = SlurmEngine()
+
+    @model_validator(mode="after")
+    def _near_dedup_needs_stages(self) -> "EngineConfig":
+        if self.near_dedup.enabled and self.executor == "inline":
+            raise ValueError("near_dedup.enabled=True needs executor local or slurm (the inline ETL has no "
+                             "MinHash stages)")
+        return self
 
 
 class ETLConfig(Section):

@@ -29,7 +29,20 @@ from mt5study.data.config import ETLConfig, ETLParams
 from mt5study.data.output import SPLITS, ETLError, is_complete
 from mt5study.data.plan import load_or_write_plan
 from mt5study.data.shards import Layout, read_json, split_hash, verify_shards, write_json
-from mt5study.data.stages import STAGE_CLASSES, STAGES, check_totals, merged_counts
+from mt5study.data.near_dedup import NEAR_STAGE_CLASSES, NEAR_STAGES
+from mt5study.data.stages import STAGES, check_totals, merged_counts
+from mt5study.data.stages import STAGE_CLASSES as _BASE_STAGE_CLASSES
+
+STAGE_CLASSES = {**_BASE_STAGE_CLASSES, **NEAR_STAGE_CLASSES}
+
+
+def active_stages(cfg: ETLConfig) -> tuple[str, ...]:
+    """The stages a run has: the five, with the MinHash ones after the exact dedup where
+    engine.near_dedup.enabled."""
+    if not cfg.engine.near_dedup.enabled:
+        return STAGES
+    at = STAGES.index("dedup") + 1
+    return STAGES[:at] + NEAR_STAGES + STAGES[at:]
 
 FORMAT = "mt5study-etl-sharded/1"
 
@@ -126,8 +139,10 @@ def task_seconds(out: str | Path, stage: str) -> dict[int, float]:
     return {int(p.stem): float(read_json(p)[0]["time_stats"].get("total", 0.0)) for p in sorted(folder.glob("*.json"))}
 
 
-def run_local(cfg: ETLConfig, out: Path, stages: tuple[str, ...] = STAGES) -> dict[str, float]:
-    """Stages in order on this machine, engine.workers tasks at a time; seconds per stage."""
+def run_local(cfg: ETLConfig, out: Path, stages: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Stages in order on this machine (all of the run's by default), engine.workers tasks at a
+    time; seconds per stage."""
+    stages = active_stages(cfg) if stages is None else stages
     timings: dict[str, float] = {}
     lay = Layout(out)
     pool = None
@@ -169,7 +184,7 @@ def slurm_executors(cfg: ETLConfig, out: Path) -> list[Any]:
     s = cfg.engine.slurm
     venv = Path(s.venv) if s.venv else Path(sys.prefix)
     executors: list[Any] = []
-    for stage in STAGES:
+    for stage in active_stages(cfg):
         executors.append(SlurmPipelineExecutor(
             [STAGE_CLASSES[stage](cfg, str(out))], tasks=STAGE_CLASSES[stage].tasks(cfg), time=s.time,
             partition=s.partition, cpus_per_task=s.cpus_per_task, mem_per_cpu_gb=s.mem_per_cpu_gb,
@@ -186,7 +201,7 @@ def submit_slurm(cfg: ETLConfig, out: Path) -> dict[str, str]:
     executors = slurm_executors(cfg, out)
     _quiet_datatrove()
     executors[-1].run()
-    jobs = {stage: str(ex.job_id) for stage, ex in zip(STAGES, executors)}
+    jobs = {stage: str(ex.job_id) for stage, ex in zip(active_stages(cfg), executors)}
     write_json(Layout(out).engine / "slurm_jobs.json", jobs)
     return jobs
 
@@ -223,7 +238,8 @@ def run_slurm(cfg: ETLConfig, out: Path) -> dict[str, str]:
     while _in_queue(list(jobs.values())) and not _never_satisfied(list(jobs.values())):
         time.sleep(cfg.engine.slurm.poll_s)
     if not is_complete(out):
-        missing = {st: sorted(set(range(STAGE_CLASSES[st].tasks(cfg))) - completed_ranks(out, st)) for st in STAGES}
+        missing = {st: sorted(set(range(STAGE_CLASSES[st].tasks(cfg))) - completed_ranks(out, st))
+                   for st in active_stages(cfg)}
         missing = {k: v for k, v in missing.items() if v}
         left = cancel_slurm(jobs)  # what waits on a failed stage would never start
         raise ETLError(f"Slurm jobs {jobs} ended without a manifest; tasks not completed: {missing} "
@@ -292,7 +308,8 @@ def write_manifest(cfg: ETLConfig, out: Path) -> dict[str, Any]:
         "per_task": tasks,
         "shards": shard_list,
         "engine": {"executor": cfg.engine.executor, "tasks": cfg.engine.tasks, "dedup_buckets": cfg.engine.dedup_buckets,
-                   "files_per_shard": cfg.engine.files_per_shard, "datatrove": _version("datatrove")},
+                   "files_per_shard": cfg.engine.files_per_shard, "datatrove": _version("datatrove"),
+                   **({"near_dedup": cfg.engine.near_dedup.model_dump()} if cfg.engine.near_dedup.enabled else {})},
         "inputs_length": cfg.corruption.inputs_length,
         "targets_length": targets_len,
         "raw_tokens_length": raw_len,

@@ -62,6 +62,10 @@ class Layout:
     def dups(self, bucket: int) -> Path:
         return self.engine / "dups" / f"{bucket:05d}.json"
 
+    def near_removed(self, shard: str) -> Path:
+        """Rows of a clean shard that MinHash near-dedup drops (mt5study.data.near_dedup)."""
+        return self.engine / "near_dedup" / "removed" / f"{shard}.json"
+
     def encode_stats(self, shard: str) -> Path:
         return self.engine / "encode" / f"{shard}.json"
 

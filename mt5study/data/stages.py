@@ -8,6 +8,7 @@ outputs exist already is skipped, so a re-run task only redoes what is missing.
   clean     per shard: read (the project's sources), clean (mt5study.data.clean, without its
             in-memory dedup), write documents and their 128-bit hashes sorted by bucket
   dedup     per bucket: exact duplicates across all shards (first by shard order, then row)
+  (engine.near_dedup.enabled: four MinHash stages here, mt5study.data.near_dedup)
   tokenizer one task: temperature probabilities from the kept counts; train SentencePiece on a
             balanced sample (or save the released tokenizer)
   encode    per shard: drop duplicates, split train/validation, tokenize, pack, span-corrupt,
@@ -189,14 +190,28 @@ class DedupStage(Stage):
         write_json(lay.dups(rank), found)
 
 
-def duplicates(layout: Layout, buckets: int) -> dict[str, dict[str, Any]]:
-    """Duplicate rows and characters per shard, from every bucket."""
+def exact_duplicates(layout: Layout, buckets: int) -> dict[str, dict[str, Any]]:
+    """Exact duplicate rows and characters per shard, from every bucket."""
     out: dict[str, dict[str, Any]] = {}
     for b in range(buckets):
         for sid, rec in read_json(layout.dups(b)).items():
             acc = out.setdefault(sid, {"rows": [], "chars": 0})
             acc["rows"] += rec["rows"]
             acc["chars"] += rec["chars"]
+    return out
+
+
+def duplicates(layout: Layout, buckets: int) -> dict[str, dict[str, Any]]:
+    """Rows and characters per shard dropped as duplicates: the exact ones, plus (where
+    engine.near_dedup ran) the MinHash near-duplicates, counted apart in near_docs/near_chars."""
+    out = exact_duplicates(layout, buckets)
+    folder = layout.near_removed("x").parent
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        rec = read_json(path)
+        acc = out.setdefault(path.stem, {"rows": [], "chars": 0})
+        acc["rows"] = sorted(acc["rows"] + rec["rows"])
+        acc["chars"] += rec["chars"]
+        acc["near_docs"], acc["near_chars"] = len(rec["rows"]), rec["chars"]
     return out
 
 
@@ -394,8 +409,13 @@ def merged_counts(cfg: ETLConfig, layout: Layout, plan: dict[str, Any], encoded:
                 for sub, v in val.items():
                     if isinstance(v, int):
                         row[key][sub] = row[key].get(sub, 0) + v
-        row["duplicate"]["docs"] += len(d["rows"])
-        row["duplicate"]["chars"] += d["chars"]
+        near_docs, near_chars = d.get("near_docs", 0), d.get("near_chars", 0)
+        row["duplicate"]["docs"] += len(d["rows"]) - near_docs
+        row["duplicate"]["chars"] += d["chars"] - near_chars
+        if cfg.engine.near_dedup.enabled:
+            near = row.setdefault("near_duplicate", {"docs": 0, "chars": 0})
+            near["docs"] += near_docs
+            near["chars"] += near_chars
         row["kept"]["docs"] -= len(d["rows"])
         row["kept"]["chars"] -= d["chars"]
         row["bad_records"] += st["bad_records"]["count"]
