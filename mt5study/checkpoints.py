@@ -16,8 +16,10 @@ conversion.
 A resume never loads a torn checkpoint: a folder without its state file is not a checkpoint, and
 the newest one that has it is checked first (`check_complete`: the state file parses and names
 the folder's step, every rank's shard is there, every torch/safetensors file is whole). One that
-fails, or one at `run.steps` (the run was stopped while its final weights were gathered), is set
-aside under `checkpoints/set_aside-*`, the console says why, and the one before it is used.
+fails, or one past `run.steps`, is set aside under `checkpoints/set_aside-*`, the console says
+why, and the one before it is used. One at `run.steps` (the run was stopped after its last
+checkpoint, while its final weights were gathered) is used: the run trains nothing more and
+finishes from it.
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ def _newest_usable(out: Path, steps: int) -> tuple[Path | None, dict[str, Any], 
         reason = check_complete(ckpt)
         if reason is None:
             state = records.read_json(ckpt / STATE_FILE)
-            if state["step"] < steps or ckpt == found[-1]:
+            if state["step"] <= steps or ckpt == found[-1]:
                 moved = False
                 for folder, why in skipped:  # moved only once a usable checkpoint is found
                     name, by_me = _set_aside(folder)
@@ -142,8 +144,7 @@ def _newest_usable(out: Path, steps: int) -> tuple[Path | None, dict[str, Any], 
                 if skipped:
                     _say(f"resuming from {ckpt} instead", moved)
                 return ckpt, state, tuple(f"{folder}: {why}" for folder, why in skipped)
-            reason = (f"at step {state['step']} = run.steps: the run stopped while saving its final weights; "
-                      f"the steps since the checkpoint before it are redone")
+            reason = f"at step {state['step']}, past run.steps={steps}"
         if not ckpt.exists():
             continue  # another rank of this launch set it aside meanwhile (and said why)
         skipped.append((ckpt, reason))

@@ -265,7 +265,9 @@ def _restore(r: _Run, plan: checkpoints.Resume) -> None:
     # Checkpoints carry the data position in examples, so another split of the global batch
     # continues at the same example.
     r.start_example = state.get("data_position", state["step"] * run.effective_global_batch)
-    if r.start_step >= run.steps:
+    # At run.steps (killed after its last checkpoint, before its final weights and summary) the
+    # step loop trains nothing and the run finishes from the restored state.
+    if r.start_step > run.steps:
         raise config.ConfigError(f"run.steps={run.steps} but the checkpoint is already at step {r.start_step}")
 
 
@@ -314,6 +316,12 @@ def _loss(r: _Run, b: dict[str, torch.Tensor]) -> loss_lib.LossOut:
 def _checkpoint(r: _Run, step: int, data_position: int) -> None:
     """Save the engine, optimizer, schedule and RNG; trainer_state.json last; keep the newest two."""
     final = r.out / CHECKPOINTS / f"step_{step:07d}"
+    if step == r.start_step:
+        return  # the checkpoint this attempt restored (a run resumed at run.steps): already this state
+    if r.main and final.exists():  # a leftover of an attempt killed while writing it: files of
+        print(f"mt5study: removing {final}, left half-written by an earlier attempt", file=sys.stderr, flush=True)
+        shutil.rmtree(final)  # another world size or tag would otherwise survive the new save
+    r.accelerator.wait_for_everyone()
     r.accelerator.save_state(str(final))
     r.accelerator.wait_for_everyone()
     if r.main:  # the state file is written last: a folder without it is incomplete
@@ -471,7 +479,8 @@ def _finish_completed(r: _Run, step: int, final_eval: float | None) -> int:
     r.timings["save_weights"] = time.perf_counter() - t_final
     return r.finish(
         "completed", steps=step, tokens=r.tokens_seen,
-        final_train_loss=rows[-1]["loss"] if rows else None, final_eval_loss=final_eval,
+        final_train_loss=rows[-1]["loss"] if rows else None,
+        final_eval_loss=final_eval if final_eval is not None or not rows else rows[-1].get("eval_loss"),  # resumed at run.steps
         tokens_per_second=(sum(tps) / len(tps)) if tps else None,
         peak_memory_bytes=max((row["peak_memory_bytes"] for row in rows), default=None),
         mfu=rows[-1].get("mfu") if rows else None,

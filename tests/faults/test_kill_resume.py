@@ -7,7 +7,8 @@ One run folder goes through four faults in a row, which also checks that faults 
 2. resumed from step 4, killed after step 10;
 3. the rank-1 optimizer shard of checkpoint step 8 is cut short on disk; resumed: step 8 is
    detected, set aside, the console says so, step 4 is used; killed while gathering the final weights;
-4. resumed: the step-12 checkpoint is at run.steps, so step 8 is used; the run completes.
+4. resumed: the step-12 checkpoint (at run.steps) is used; the run gathers its weights and
+   completes without training further.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def test_kill9_at_four_points_resumes_exactly(tiny_params, tmp_path, fault_env, 
 
     with ledger.fault("resume after kill -9 during the final gather"):
         log = run_launch(_cmd(tiny_params, out, "--resume"), env, tmp_path / "a4.log")
-        assert "step_0000012 is not used" in log and "resuming from" in log, log[-3000:]
+        assert "step_0000012 is not used" not in log and "resuming from" not in log, log[-3000:]
+        assert checkpoints.latest(out).name == "step_0000012" and not list(ckpts.glob(f"{checkpoints.SET_ASIDE}-step_0000012-*"))
         summary = records.read_json(out / "summary.json")
         assert summary["status"] == "completed" and summary["steps"] == STEPS
 

@@ -86,13 +86,18 @@ def test_no_usable_checkpoint_is_refused_naming_each(run_copy, params, ledger):
     assert all(c.exists() for c in ckpts)  # nothing moved when nothing can be used
 
 
-def test_final_step_checkpoint_is_redone_from_the_one_before(run_copy, capsys, ledger):
-    """Killed while gathering the final weights: the checkpoint at run.steps cannot be resumed
-    (nothing is left to train), so the one before is used and the last steps are redone."""
+def test_final_step_checkpoint_is_used(run_copy, capsys, ledger):
+    """Killed while gathering the final weights: the checkpoint at run.steps is used (the run
+    finishes from it without training, tests/faults/test_resume_edges.py); one past run.steps
+    (the params now ask for fewer steps) is set aside and the one before is used."""
     with ledger.fault("checkpoint at run.steps without final weights"):
         plan = checkpoints.plan_resume(run_copy, config.load(PARAMS / "cpu" / "tiny.yaml", {"run.steps": 12}))
+        assert plan.checkpoint.name == "step_0000012" and not plan.skipped
+        assert "is not used" not in capsys.readouterr().err
+    with ledger.fault("checkpoint past run.steps"):
+        plan = checkpoints.plan_resume(run_copy, config.load(PARAMS / "cpu" / "tiny.yaml", {"run.steps": 10}))
         assert plan.checkpoint.name == "step_0000008"
-        assert "= run.steps" in capsys.readouterr().err
+        assert "past run.steps=10" in capsys.readouterr().err
 
 
 def test_whole_checkpoints_pass(reference_run):
