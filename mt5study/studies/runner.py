@@ -144,17 +144,43 @@ def results_table(root: Path, axes: list[str], names: list[str] | None = None) -
     table = pd.DataFrame(rows)
     if not table.empty:
         table = table.loc[:, ~table.columns.duplicated()]
-    _write_parquet(table, root / "results.parquet")
-    _write_parquet(pd.DataFrame(curves), root / "curves.parquet")
+    _write_parquet_all([(table, root / "results.parquet"), (pd.DataFrame(curves), root / "curves.parquet")])
     return table
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
     """Atomic Parquet write (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    _write_parquet_all([(df, path)])
+
+
+def _write_parquet_all(tables: list[tuple[pd.DataFrame, Path]]) -> None:
+    """Write every table to a temporary file beside it (fsynced), then rename them all into place.
+
+    A failure (a full disk, a read-only folder) removes the temporary files and leaves every
+    previous table whole and consistent with the others; the OSError names the table not written.
+    """
+    import os
+    import tempfile
+
+    staged: list[tuple[str, Path]] = []
+    try:
+        for df, path in tables:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((tmp, path))
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    df.to_parquet(f, index=False)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise OSError(e.errno, f"{path} not written ({e.strerror or e}); the previous tables are kept") from e
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
 
 
 # The pruned search -------------------------------------------------------------------------
