@@ -61,6 +61,21 @@ class Pipeline(Section):
     """Let the report compare runs computed from different data or code (it refuses otherwise)."""
 
 
+    @model_validator(mode="after")
+    def _reads_earlier_steps(self) -> "Pipeline":
+        """A step's parameter naming another step's folder ('outputs/<step>') must come after that
+        step, so a rerun of the pipeline recomputes what it reads before it reads it."""
+        order = {s.name: i for i, s in enumerate(self.steps)}
+        for i, step in enumerate(self.steps):
+            for key, value in step.parameters.items():
+                if isinstance(value, str) and value.startswith("outputs/"):
+                    named = value[len("outputs/"):].split("/")[0]
+                    if named in order and order[named] >= i:
+                        raise ValueError(f"step {step.name!r}: parameters.{key} reads {value}, written by the later "
+                                         f"step {named!r}: put {named!r} before {step.name!r}")
+        return self
+
+
 class PipelineParams(Section):
     pipeline: Pipeline
 

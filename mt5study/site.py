@@ -14,7 +14,8 @@ The pages are for readers: `for_readers` drops what only a developer watching th
 cells tagged `hide-output`, e.g. a training log whose results a table below shows) and writes
 the machine's paths relative to the repository (the injected parameters name absolute folders).
 Each page gets a navigation bar (index, previous, next); the index leads with the study's
-conclusions, read from the report's report.json (verdict sentences computed from the results).
+conclusions, read from the report's report.json (verdict and headline sentences computed from the
+results, grouped by study: precision, batch x lr, QA, translation, scaling).
 """
 
 from __future__ import annotations
@@ -128,13 +129,17 @@ def _conclusions_html(report_json: Path | None) -> str:
     if not report_json or not report_json.is_file():
         return ('<p class="meta">No conclusions yet: the report notebook (05) has not written '
                 f'{html.escape(report_json.name if report_json else "report.json")}.</p>')
-    lines = records.read_json(report_json).get("conclusions") or []
-    if not lines:
+    report = records.read_json(report_json)
+    groups = {g["study"]: g["conclusions"] for g in report.get("conclusions_by_study") or []} or (
+        {"": report["conclusions"]} if report.get("conclusions") else {})
+    if not groups:
         return '<p class="meta">The report recorded no verdicts.</p>'
-    items = "".join(f"<li>{html.escape(c)}</li>" for c in lines)
+    body = "".join((f"<h3>{html.escape(study)}</h3>" if study else "")
+                   + '<ul class="conclusions">' + "".join(f"<li>{html.escape(c)}</li>" for c in lines) + "</ul>"
+                   for study, lines in groups.items())
     return ("<h2>Conclusions</h2><p class=\"meta\">Each sentence is computed from the results with the "
-            "test it names (95 % intervals; a difference whose interval contains 0 is within noise).</p>"
-            f"<ul class=\"conclusions\">{items}</ul>")
+            "test or fit it names (verdicts: 95 % intervals, a difference whose interval contains 0 is within "
+            "noise; scaling fits: bootstrap intervals).</p>" + body)
 
 
 def _when(iso: str | None) -> str:

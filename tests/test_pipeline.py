@@ -118,3 +118,28 @@ def test_study_cli_takes_keep_stale_and_an_outputs_folder(tmp_path):
     bad.write_text(yaml.safe_dump({"pipeline": {"keep_stale": "yes", "steps": [{"name": "s", "kind": "site"}]}}))
     with pytest.raises(ConfigError, match="pipeline.keep_stale"):
         config.load(bad)
+
+
+def test_the_report_reads_every_study_after_it_ran(tmp_path):
+    """Both pipelines hand notebook 05 the translation and scaling folders (parameters it declares),
+    and a step cannot read the folder of a step that runs after it."""
+    import papermill
+
+    for name in ("pipeline.yaml", "pipeline_smoke.yaml"):
+        p = config.load(PARAMS / "cpu" / name)
+        order = [s.name for s in p.pipeline.steps]
+        report = p.pipeline.steps[order.index("report")]
+        assert report.parameters["translation_dir"] == "outputs/translation"
+        assert report.parameters["scaling_dir"] == "outputs/scaling"
+        assert order.index("translation") < order.index("report") and order.index("scaling") < order.index("report")
+        assert set(report.parameters) <= set(papermill.inspect_notebook(str(NOTEBOOKS / report.notebook)))
+        for folder in ("translation", "scaling"):
+            (tmp_path / folder).mkdir(exist_ok=True)
+        assert pipeline.step_folders(report, tmp_path) == [tmp_path / "report", tmp_path / "translation",
+                                                           tmp_path / "scaling"]
+    bad = tmp_path / "p.yaml"
+    bad.write_text(yaml.safe_dump({"pipeline": {"steps": [
+        {"name": "report", "notebook": "05_report.ipynb", "parameters": {"scaling_dir": "outputs/scaling"}},
+        {"name": "scaling", "notebook": "06_scaling.ipynb", "params": "params/cpu/scaling_smoke.yaml"}]}}))
+    with pytest.raises(ConfigError, match="parameters.scaling_dir reads outputs/scaling, written by the later step 'scaling'"):
+        config.load(bad)

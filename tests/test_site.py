@@ -121,3 +121,29 @@ def test_pages_are_for_readers_and_the_index_leads_with_conclusions(tmp_path):
     assert 'href="02_first.html"' in (tmp_path / "site" / "05_second.html").read_text()
     meta = records.read_json(tmp_path / "site" / "site.json")["pages"][0]["cleaned"]
     assert meta["stderr"] >= 1 and meta["paths"] >= 2 and meta["hidden"] == 1 and meta["log_lines"] == 1
+
+
+def test_index_groups_the_conclusions_by_study(tmp_path):
+    """report.json's conclusions_by_study (notebook 05): one heading per study, translation and
+    scaling among them; an older report.json with a flat list still shows it."""
+    from mt5study import records
+
+    nbs = tmp_path / "outputs" / "notebooks"
+    nbs.mkdir(parents=True)
+    page = nbs / "05_report.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# 05 report")]
+    nbformat.write(nb, page)
+    groups = {"Precision × ZeRO stage": ["bf16 matches fp32 within noise"],
+              "Translation": ["Translation pairs: en-de (234 training strings).", "Translation: chrF++ <greedy>"],
+              "Scaling": ["Scaling: fitted on ladder-1, ladder-2, ladder-3, ... a gap of +0.40 %"]}
+    records.write_json_atomic(tmp_path / "outputs" / "report" / "report.json",
+                              {"conclusions": [c for v in groups.values() for c in v],
+                               "conclusions_by_study": [{"study": k, "conclusions": v} for k, v in groups.items()]})
+    index = site.build([page], tmp_path / "site").read_text()
+    assert "<h3>Translation</h3>" in index and "<h3>Scaling</h3>" in index
+    assert index.index("<h3>Translation</h3>") < index.index("Translation pairs: en-de") < index.index("<h3>Scaling</h3>")
+    assert "chrF++ &lt;greedy&gt;" in index and "a gap of +0.40 %" in index  # escaped, verbatim
+    records.write_json_atomic(tmp_path / "outputs" / "report" / "report.json", {"conclusions": ["only a flat list"]})
+    index = site.build([page], tmp_path / "site").read_text()
+    assert "only a flat list" in index and "<h3>" not in index

@@ -177,17 +177,100 @@ def qa_findings(qa_dir: str | Path) -> dict[str, Any] | None:
     return out
 
 
+def translation_findings(translation_dir: str | Path | None) -> dict[str, Any] | None:
+    """Notebook 07's study (translation.finetune.report_findings): pairs, sizes, BLEU and chrF++
+    per pair for both starts, verdicts; None when the folder holds no results (step not run)."""
+    from mt5study.translation import finetune
+
+    return finetune.report_findings(translation_dir) if translation_dir else None
+
+
+def scaling_findings(scaling_dir: str | Path | None) -> dict[str, Any] | None:
+    """Notebook 06's study (scaling.tables.findings): headline numbers and sentences; None when
+    the folder holds no finished study (step not run)."""
+    from mt5study.scaling import tables
+
+    return tables.findings(scaling_dir)
+
+
+def not_run(study: str, folder: str | Path | None, step: str) -> str:
+    """The one line a report shows for a study whose folder holds no results."""
+    where = f"{Path(folder).name}/" if folder else "no folder given"
+    return f"{study}: not run here (no results in {where}; the pipeline's `{step}` step writes them)."
+
+
+def translation_section(f: dict[str, Any] | None, folder: str | Path | None = None) -> list[Any]:
+    """What the report shows of translation: the pairs and their sizes, BLEU and chrF++ per pair
+    for both starts (mean ± sd over seeds, n), the verdicts; one line when the study did not run."""
+    from mt5study.translation import tables
+
+    if not f:
+        return [not_run("Translation", folder, "translation")]
+    parts: list[Any] = ["**Pairs and their held-out splits** (strings; a source string is in one split only):",
+                        tables.sizes_table(f),
+                        "**BLEU and chrF++ per pair** (0-100, mean ± sd over seeds; `mean over pairs` averages each "
+                        "seed's pairs first, so its sd is the spread between seeds):", tables.scores_table(f)]
+    return parts + ["\n".join(f"- {line}" for line in tables.sentences(f))]
+
+
+def scaling_section(folder: str | Path | None, part: str = "fits") -> list[Any]:
+    """What the report shows of scaling. part="fits": the optima per size, the power laws with
+    intervals, the held-out gap and the recipe per mt5-* preset (numbers fixed by the trials);
+    part="steptime": the step-time model against measured step time (timings vary run to run).
+    One line when the study did not run."""
+    from mt5study.scaling import tables
+
+    if folder is None or not (Path(folder) / "scaling.json").exists():
+        return [not_run("Scaling", folder, "scaling")] if part == "fits" else []
+    t = tables.for_readers(folder)
+    captions = {"optima": "**The optimum per size**: η* and B* from a quadratic fitted to the loss surface in "
+                          "(log lr, log batch), bootstrap intervals; the grid's best point beside it.",
+                "laws": "**Power laws** y = a·x^b of the optimum across sizes (every size fitted):",
+                "holdout": "**The held-out proof**: fitted without the largest size, the laws predicted its "
+                           "optimum; trained there, its eval loss against the best of its full grid.",
+                "recommendation": "**The recipe per mT5 size** at the poster's token budget (laws fitted on every "
+                                  "size; all presets lie beyond the ladder, so every value is an extrapolation with "
+                                  "its interval) and the plan that fits each GPU (memory model, bf16, activation "
+                                  "checkpointing):",
+                "days": "**Predicted days of training** on N nodes (step-time model at the assumed MFU):",
+                "steptime": "**Step-time model** (FLOPs ÷ (devices × peak × MFU) + ZeRO's communication ÷ measured "
+                            "bandwidth) against the measured seconds per step; the 1-rank run calibrates MFU:"}
+    names = ("optima", "laws", "holdout", "recommendation", "days") if part == "fits" else ("steptime",)
+    out: list[Any] = []
+    for name in names:
+        if name in t:
+            out += [captions[name], t[name]]
+    if part == "fits":
+        out.append("\n".join(f"- {line}" for line in tables.sentences(folder)
+                              if not line.startswith("Step-time")))
+    return out
+
+
+def show(parts: list[Any]) -> None:
+    """Display a section in a notebook: strings as Markdown, tables indexed by their first column
+    (no row numbers; a Styler would put random ids in the page, which nbval cannot compare)."""
+    from IPython.display import Markdown, display
+
+    for p in parts:
+        display(Markdown(p) if isinstance(p, str) else p.set_index(p.columns[0]) if isinstance(p, pd.DataFrame) else p)
+
+
+def conclusions_by_study(f: dict[str, Any]) -> dict[str, list[str]]:
+    """The verdict and headline sentences per study, in reading order (studies with none left out)."""
+    from mt5study.translation import tables as translation_tables
+
+    batch_lr = [f[k] for k in ("batch_lr_verdict", "batch_verdict_at_best_lr") if f.get(k)]
+    qa = f.get("qa") or {}
+    out = {"Precision × ZeRO stage": list(f.get("precision_verdicts") or []), "Batch × learning rate": batch_lr,
+           "QA": ["QA: " + qa["verdict"]] if qa.get("verdict") else [],
+           "Translation": translation_tables.headline(f.get("translation")),
+           "Scaling": list((f.get("scaling") or {}).get("sentences") or [])}
+    return {k: v for k, v in out.items() if v}
+
+
 def conclusions(f: dict[str, Any]) -> list[str]:
     """The study's verdict sentences, in reading order (for the report and the site's index)."""
-    lines = list(f.get("precision_verdicts") or [])
-    if f.get("batch_lr_verdict"):
-        lines.append(f["batch_lr_verdict"])
-    if f.get("batch_verdict_at_best_lr"):
-        lines.append(f["batch_verdict_at_best_lr"])
-    qa = f.get("qa") or {}
-    if qa.get("verdict"):
-        lines.append("QA: " + qa["verdict"])
-    return lines
+    return [line for lines in conclusions_by_study(f).values() for line in lines]
 
 
 def describe(f: dict[str, Any]) -> str:
@@ -246,6 +329,9 @@ def recommend(f: dict[str, Any], fits: pd.DataFrame) -> str:
 def save(f: dict[str, Any], fits: pd.DataFrame, out_dir: str | Path | None = None) -> Path:
     out = Path(out_dir) if out_dir else OUTPUTS / "report"
     records.write_json_atomic(out / "report.json", {"findings": f, "conclusions": conclusions(f),
+                                                    "conclusions_by_study": [  # a list: JSON keys get sorted
+                                                        {"study": k, "conclusions": v}
+                                                        for k, v in conclusions_by_study(f).items()],
                                                     "env": records.environment()})
     fits.to_parquet(out / "memory_fits.parquet", index=False)
     return out / "report.json"
@@ -298,3 +384,24 @@ def presets_table() -> pd.DataFrame:
                      "parameters": n, "released": RELEASED_PARAMETERS.get(name),
                      "matches_release": None if name not in RELEASED_PARAMETERS else n == RELEASED_PARAMETERS[name]})
     return pd.DataFrame(rows)
+
+
+def time_to_target_table(curves: pd.DataFrame, results: pd.DataFrame, target: float) -> pd.DataFrame:
+    """Notebook 03's time to a target eval loss (studies.figures.time_to_target) for readers: one
+    row per trial by global batch, lr and seed, named columns with units, a dash where the trial
+    never reached the target."""
+    from mt5study.studies import figures
+
+    t = figures.time_to_target(curves, results, target)
+    if "seed" in results:
+        t = t.merge(results[["trial", "seed"]], on="trial", how="left")
+    out = pd.DataFrame({"global batch (examples)": t["global_batch"].astype(int), "peak lr": [f"{x:g}" for x in t["lr"]]})
+    if "seed" in t:
+        out["seed"] = pd.to_numeric(t["seed"], errors="coerce").astype("Int64")
+    out["reached target"] = ["yes" if r else "no" for r in t["reached"]]
+    out["step"] = pd.to_numeric(t["step"], errors="coerce").astype("Int64")
+    out["tokens (k)"] = (pd.to_numeric(t["tokens"], errors="coerce") / 1e3).round(1)
+    out["training time (s)"] = pd.to_numeric(t["train_seconds"], errors="coerce").round(1)
+    out = out.sort_values([c for c in ("global batch (examples)", "peak lr", "seed") if c in out], key=lambda c: (
+        c.astype(float) if c.name == "peak lr" else c)).reset_index(drop=True)
+    return out.astype(object).where(out.notna(), "—")

@@ -177,10 +177,17 @@ def verdict_text(v: dict[str, Any]) -> str:
     if "difference" not in v:
         return f"{v.get('comparison', 'only one start evaluated')}: no comparison"
     p, r = v["pretrained"], v["random_init"]
-    word = "beats" if v["pretrained_beats_random_by_more_than_spread"] else "does not beat"
-    return (f"{v['metric']} ({v['decoding']}): pretrained {p['mean']} ± {p['sd']} (n={p['n']}), random init "
-            f"{r['mean']} ± {r['sd']} (n={r['n']}); difference {v['difference']:+}, seed spread {v['spread']}: "
-            f"the pretrained start {word} random init by more than the spread. {v['sentence'][:1].upper()}{v['sentence'][1:]}")
+
+    def one(s: dict[str, Any]) -> str:
+        return f"{s['mean']} ± {s['sd']} (n={s['n']})" if s["sd"] is not None else f"{s['mean']} (n={s['n']}, no spread)"
+
+    if min(p["n"], r["n"]) < 2:
+        criterion = "with one seed a side no spread can be given, so the criterion is not judged"
+    else:
+        word = "beats" if v["pretrained_beats_random_by_more_than_spread"] else "does not beat"
+        criterion = f"seed spread {v['spread']}: the pretrained start {word} random init by more than the spread"
+    return (f"{v['metric']} ({v['decoding']}): pretrained {one(p)}, random init {one(r)}; difference "
+            f"{v['difference']:+}, {criterion}. {v['sentence'][:1].upper()}{v['sentence'][1:]}")
 
 
 def sample_translations(translations: pd.DataFrame, per_pair: int, seed: int | None = None, decoding: str = "greedy",

@@ -147,11 +147,11 @@ fig = figures.loss_curves(curves, grid, hue="lr", style="global_batch")
 verdict = report.batch_lr_verdict(grid)
 display(Markdown("\\n".join(f"- {line}" for line in (verdict["sentence"], verdict["at_best_lr"]) if line)))
 """),
-    md("Time to a target loss: the first step and token count at which each trial's eval loss reached the median final eval loss of the grid."),
+    md("Time to a target loss: the first step, tokens and training seconds at which each trial's eval loss reached the median final eval loss of the grid (a dash: never reached)."),
     code("""
 target = float(grid.loc[grid.status == "completed", "final_eval_loss"].median())
 print(f"target eval loss {target:.4f}")
-display(figures.time_to_target(curves, grid, target))
+display(report.time_to_target_table(curves, grid, target))
 """),
     md("## 3. The early-stopping search, and the comparison"),
     code("""
@@ -178,16 +178,20 @@ write("05_report.ipynb", [
 # 05 — Report: what to run for the 13B model
 
 Reads only the results tables of the other notebooks' studies (no training here): the best
-precision, the best batch and learning rate, the memory table for mT5-XXL, and the
-recommendations that follow. It refuses to compare studies whose runs were computed from
-different data or code (naming the difference) unless `allow_mixed`, and its first lines say
-what the numbers were computed from.
+precision, the best batch and learning rate, QA and translation from the pretrained start against
+random initialisation, how the best learning rate and batch move with model size and the recipe
+per mT5 size, the memory table for mT5-XXL, and the recommendations that follow. It refuses to
+compare studies whose runs were computed from different data or code (naming the difference)
+unless `allow_mixed`, and its first lines say what the numbers were computed from. A study whose
+step has not run is named in one line.
 """),
     code(IMPORTS + "from mt5study import memory\nfrom mt5study.studies import report"),
     code("""
 precision_dir = "outputs/precision_smoke"   # notebook 02's study folder (relative to the repository root)
 batch_lr_dir = "outputs/batch_lr_smoke"     # notebook 03's study folder
 qa_dir = "outputs/qa_smoke"                 # notebook 04's study folder (skipped when absent)
+translation_dir = "outputs/translation_smoke"  # notebook 07's study folder (one line when absent)
+scaling_dir = "outputs/scaling_smoke"       # notebook 06's study folder (one line when absent)
 out_dir = None                              # where report.json goes; by default outputs/report
 gpu_gib = [40, 80]                                       # GPU memory sizes for the fits table
 allow_mixed = False                         # compare studies run on different data or code (refused otherwise)
@@ -196,10 +200,31 @@ allow_mixed = False                         # compare studies run on different d
 precision_dir, batch_lr_dir = paths.find(precision_dir), paths.find(batch_lr_dir)
 findings = report.findings(precision_dir, batch_lr_dir, allow_mixed=allow_mixed)
 findings["qa"] = report.qa_findings(paths.find(qa_dir))
+findings["translation"] = report.translation_findings(paths.find(translation_dir))
+findings["scaling"] = report.scaling_findings(paths.find(scaling_dir))
 print(report.describe(findings))
 """),
     md("## Conclusions\n\nThe verdicts, computed from the results above with the test each names (95 % intervals; with one seed no spread can be given and no verdict is drawn). The site's index page leads with these sentences."),
     code('display(Markdown("\\n".join(f"- {line}" for line in report.conclusions(findings))))'),
+    md("""
+## Translation: pretrained start against random initialisation (notebook 07)
+
+Fine-tuned as one multilingual translator on gettext catalog pairs, from the pretrained checkpoint
+and from random initialisation with the same params and budget, each seed; held-out strings scored
+with sacrebleu. The verdict compares chrF++ averaged over pairs, paired by seed; with one seed a
+side no spread can be given and no verdict is drawn.
+"""),
+    code("report.show(report.translation_section(findings[\"translation\"], translation_dir))", "nbval-check-output"),
+    md("""
+## Scaling: the best learning rate and batch across model sizes, and the recipe (notebook 06)
+
+Per ladder size the optimum of a smooth fit of its batch × learning-rate grid, power laws of the
+optimum against size, the proof on a size held out of the fit, and what the laws predict for each
+mT5 size with the GPUs it needs. The numbers below are fixed by the trials (checked by nbval);
+the step-time table after them is measured and varies from run to run.
+"""),
+    code("report.show(report.scaling_section(paths.find(scaling_dir)))", "nbval-check-output"),
+    code('report.show(report.scaling_section(paths.find(scaling_dir), part="steptime"))'),
     md("## The models\n\nThe presets of `mt5study.model`: `mt5-*` match Google's released mT5 checkpoints parameter for parameter (untied output layer, gated-GELU, 250,112-token vocabulary)."),
     code("print(report.presets_table().to_string())", "nbval-check-output"),
     md("## Memory: the model beside the measured peaks\n\nThe memory model (`mt5study.memory.estimate`) for each completed precision trial, DeepSpeed's own model-state estimator (ZeRO-2/3 only), and the measured peak. On CPU the measured peak is the process's resident set, which also holds the Python/torch runtime and the dataset."),
