@@ -337,8 +337,15 @@ def run(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = Path(log_path) if log_path else out / "launch.log"
-    with open(log, "a", encoding="utf-8") as f:  # appended: a resumed run keeps its history
-        code = call_forwarding_signals(cmd, env, rank=not launched_run, stdout=f, stderr=subprocess.STDOUT)
+    code = None
+    if not launched_run:  # forked from the study's warm server: imports paid once (trial_process)
+        from mt5study import trial_process
+
+        if trial_process.enabled():
+            code = trial_process.call(cmd[3:], log)  # cmd[3:]: the arguments after `-m mt5study.cli`
+    if code is None:
+        with open(log, "a", encoding="utf-8") as f:  # appended: a resumed run keeps its history
+            code = call_forwarding_signals(cmd, env, rank=not launched_run, stdout=f, stderr=subprocess.STDOUT)
     summary_path = out / "summary.json"
     recorded = read_json(summary_path).get("status") if summary_path.exists() else None
     # a launcher exits 0 for any recorded result; one plain process with its status's code
