@@ -88,3 +88,59 @@ def test_missing_or_empty_source_folder_is_named(tmp_path, ledger):
                      str(tmp_path / "no"), error=sources.SourceError)
     ledger.bad_input("files source folder empty", lambda: sources.FilesReader(FilesSource(path=str(tmp_path))).languages(),
                      "is empty", error=sources.SourceError)
+
+
+MARKUP = ["</s>", "<pad>", "<unk>", "<extra_id_0>", "<extra_id_1>", "<0x41>"]
+
+
+def test_special_token_strings_through_the_real_etl(tmp_path, ledger):
+    """Documents quoting </s>, <pad>, <unk>, <extra_id_0> ... (often enough that the tokenizer's
+    sample is full of them) go through the whole ETL, with a SentencePiece model trained on that
+    sample: the strings stay ordinary text (no pad, eos, unk or sentinel id, the text decodes
+    back), and every output example has its sentinels in order, as span corruption put them, and
+    the dataset holds no more EOS than its documents and examples account for."""
+    import numpy as np
+
+    from mt5study.config import validate
+    from mt5study.data import etl
+    from mt5study.data.tokenizer import Encoder, vocab_and_sentinels
+
+    root = tmp_path / "corpus"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    words = "the model reads a page of text and writes its answer between tags like".split()
+    docs = {}
+    for lang in ("en", "xx"):
+        docs[lang] = [" ".join(rng.choice(words + MARKUP, size=60)) + f" {lang} {i}." for i in range(60)]
+        (root / f"{lang}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs[lang]))
+    params = validate({"etl": {"seed": 0, "num_proc": 1, "source": {"kind": "files", "files": {"path": str(root)}},
+                               "cleaning": {"min_chars": 50}, "tokenizer": {"vocab_size": 400, "sample_chars": 60_000},
+                               "corruption": {"inputs_length": 32}, "output": {"validation_fraction": 0.1}}}, "test")
+    with ledger.fault("special-token strings in the text the tokenizer is trained on and encodes"):
+        manifest = etl.run(params, tmp_path / "out")
+        tok = tmp_path / "out" / "tokenizer"
+        vocab, sentinels = vocab_and_sentinels(tok)
+        specials = {0, 1, 2, *sentinels}
+        enc = Encoder(str(tok))
+        texts = docs["en"] + docs["xx"]
+        ids = enc.encode(texts)
+        assert not any(specials & set(row) for row in ids)  # never read as markup
+        assert [enc.decode(row) for row in ids] == texts  # and nothing lost
+        from datasets import load_from_disk
+
+        ds = load_from_disk(str(tmp_path / "out" / "dataset"))
+        rank = {s: k for k, s in enumerate(sentinels)}
+        eos, examples = 0, 0
+        for split in ("train", "validation"):
+            assert manifest["num_examples"][split] == len(ds[split]) > 0
+            for inputs, labels in zip(ds[split]["input_ids"], ds[split]["labels"]):
+                got = [rank[t] for t in inputs if t in rank]
+                assert got == list(range(len(got))) and got  # <extra_id_0>, <extra_id_1>, ... once each
+                assert [rank[t] for t in labels if t in rank] == got
+                assert 2 not in inputs and 2 not in labels
+                eos, examples = eos + inputs.count(1) + labels.count(1), examples + 1
+        # One EOS closes each input and target, one ends each document (a few more where the
+        # mixing repeats examples of a language to exhaust the other); the ~350 quoted "</s>"
+        # would add as many if they were read as EOS.
+        assert sum(t.count("</s>") for t in texts) > 300
+        assert eos - 2 * examples <= 1.5 * len(texts), (eos, len(texts), examples)
