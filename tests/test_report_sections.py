@@ -86,10 +86,10 @@ def test_scaling_sentences_come_from_the_numbers(tmp_path):
     assert "a gap of +0.40 %, which meets the 1 % goal" in good[0] and "held-out ladder-4" in good[0]
     assert "eta* ∝ parameters^-0.235 (-0.350 to -0.110)" in good[1] and "90 %" in good[1]
     assert "2 ranks, ZeRO-3: -10.0 %" in good[2]
-    assert good[3].startswith("Recipe for mt5-xxl at 1.05e+03B tokens: peak lr 0.000412")
+    assert good[3].startswith("Recipe for mt5-xxl at 1,050B tokens: peak lr 0.000412")
     bad = scaling_tables.sentences(_scaling_folder(tmp_path / "b", gap=-3.5, edge="lr at the grid's low end"))
     assert "which misses the 1 % goal" in bad[0]
-    assert any("ladder-2 lies on its grid's edge" in s for s in bad)
+    assert any("optimum of ladder-2 lies on its grid's edge" in s for s in bad)
     assert scaling_tables.findings(tmp_path / "absent") is None
     assert scaling_tables.findings(tmp_path / "a")["sentences"] == good
 

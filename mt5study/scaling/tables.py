@@ -45,7 +45,8 @@ def _g(x: Any, digits: int = 3) -> str:
     """A number to `digits` significant digits ('0.00316', '1.2e+04'), a dash when missing."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "—"
-    return f"{float(x):.{digits}g}"
+    x = float(f"{float(x):.{digits}g}")
+    return f"{x:,.0f}" if 1000 <= abs(x) < 1e9 else f"{x:g}"  # 19,000 rather than 1.9e+04
 
 
 def _interval(value: Any, low: Any, high: Any, digits: int = 3) -> str:
@@ -190,8 +191,10 @@ def sentences(root: str | Path) -> list[str]:
     if opt is not None:
         edge = opt[opt["edge"].fillna("").astype(str).str.len() > 0]
         if not edge.empty:
-            lines.append(f"Scaling: the optimum of {', '.join(edge['size'])} lies on its grid's edge (extend the grid "
-                         "before trusting its fit).")
+            many = len(edge) > 1
+            where = "optima of {} lie on their grids' edges" if many else "optimum of {} lies on its grid's edge"
+            lines.append(f"Scaling: the {where.format(', '.join(edge['size']))} (extend the grid before trusting "
+                         "the fit).")
     return lines
 
 
