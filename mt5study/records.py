@@ -490,3 +490,42 @@ def provenance_note(root: str | Path) -> str:
         shown = ", ".join(f"{v} ({n})" for v, n in sorted(counts.items())) or "not recorded"
         lines.append(f"{key}: {shown}")
     return "\n".join(lines)
+
+
+# --- Reuse of prepared data folders and cached evaluations (QA and translation share these) ---
+
+def prepared_matches(out: str | Path, fingerprint: str, redo: bool = False) -> bool:
+    """Whether the prepared data folder `out` can be reused: its manifest.json (written last, so
+    a half-written folder never matches) carries `fingerprint`, and no redo was asked."""
+    manifest = Path(out) / "manifest.json"
+    return manifest.exists() and not redo and read_json(manifest).get("fingerprint") == fingerprint
+
+
+def eval_key(run_dir: str | Path, prepared: str | Path, cfg: Any, kind: str, **extra: Any) -> dict[str, Any]:
+    """What a cached evaluation of a fine-tuned run depends on: the run (its finish time and steps),
+    the prepared data's fingerprint, the eval params (a pydantic model), the evaluation code of
+    `kind` (code_fingerprint) and any `extra` (library versions)."""
+    summary = read_json(Path(run_dir) / "summary.json")
+    return {"run": str(run_dir), "finished": summary.get("wall_seconds"), "steps": summary.get("steps"),
+            "data": read_json(Path(prepared) / "manifest.json")["fingerprint"],
+            "eval": cfg.model_dump(mode="json"), "code": code_fingerprint(kind)["sha256"], **extra}
+
+
+def read_cached(out: str | Path, key: dict[str, Any], names: tuple[str, ...], redo: bool = False) -> list | None:
+    """The tables <out>/<name>.parquet (pandas DataFrames) of an evaluation cached under `key`, or
+    None when it must be redone (no scores.json, another key, or redo)."""
+    import pandas as pd
+
+    done = Path(out) / "scores.json"
+    if redo or not done.exists() or read_json(done).get("key") != key:
+        return None
+    return [pd.read_parquet(Path(out) / f"{name}.parquet") for name in names]
+
+
+def write_cached(out: str | Path, key: dict[str, Any], tables: dict[str, Any], seconds: float) -> None:
+    """Each table as <out>/<name>.parquet, then scores.json (key, seconds, the `scores` table) last."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        table.to_parquet(Path(out) / f"{name}.parquet", index=False)
+    write_json_atomic(Path(out) / "scores.json", {"key": key, "seconds": seconds,
+                                                  "scores": tables["scores"].to_dict(orient="records")})

@@ -13,25 +13,12 @@
 # reinstalls packages whose catalogs were dropped by them earlier.
 set -euo pipefail
 
-if [[ $(id -u) -ne 0 ]]; then
-  echo "install_catalogs.sh: must run as root (apt-get install)" >&2
-  exit 1
-fi
-if ! command -v apt-get >/dev/null; then
-  echo "install_catalogs.sh: apt-get not found: Debian or Ubuntu only" >&2
-  exit 1
-fi
-export DEBIAN_FRONTEND=noninteractive
+# shellcheck source=scripts/install_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/install_common.sh"
+require_root_apt install_catalogs.sh
 
 # 1. Let dpkg install files under /usr/share/locale again (comment out, keep a backup).
-for cfg in /etc/dpkg/dpkg.cfg.d/*; do
-  [[ -f $cfg ]] || continue
-  if grep -Eq '^[[:space:]]*path-exclude[[:space:]=]+/usr/share/locale' "$cfg"; then
-    cp -p "$cfg" "$cfg.mt5study-catalogs.bak"
-    sed -i -E 's|^([[:space:]]*path-exclude[[:space:]=]+/usr/share/locale.*)$|# disabled by mt5study install_catalogs.sh: \1|' "$cfg"
-    echo "install_catalogs.sh: disabled locale exclusions in $cfg (backup $cfg.mt5study-catalogs.bak)"
-  fi
-done
+allow_dpkg_path install_catalogs.sh /usr/share/locale mt5study-catalogs.bak "locale exclusions"
 
 apt-get update -qq
 

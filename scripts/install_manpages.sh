@@ -14,25 +14,12 @@
 # were dropped by them earlier. Ubuntu's minimized images also divert /usr/bin/man to a stub.
 set -euo pipefail
 
-if [[ $(id -u) -ne 0 ]]; then
-  echo "install_manpages.sh: must run as root (apt-get install)" >&2
-  exit 1
-fi
-if ! command -v apt-get >/dev/null; then
-  echo "install_manpages.sh: apt-get not found: Debian or Ubuntu only" >&2
-  exit 1
-fi
-export DEBIAN_FRONTEND=noninteractive
+# shellcheck source=scripts/install_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/install_common.sh"
+require_root_apt install_manpages.sh
 
 # 1. Let dpkg install files under /usr/share/man again (comment out, keep a backup).
-for cfg in /etc/dpkg/dpkg.cfg.d/*; do
-  [[ -f $cfg ]] || continue
-  if grep -Eq '^[[:space:]]*path-exclude[[:space:]=]+/usr/share/man' "$cfg"; then
-    cp -p "$cfg" "$cfg.mt5study.bak"
-    sed -i -E 's|^([[:space:]]*path-exclude[[:space:]=]+/usr/share/man.*)$|# disabled by mt5study install_manpages.sh: \1|' "$cfg"
-    echo "install_manpages.sh: disabled man-page exclusions in $cfg (backup $cfg.mt5study.bak)"
-  fi
-done
+allow_dpkg_path install_manpages.sh /usr/share/man mt5study.bak "man-page exclusions"
 # Ubuntu minimized images: /usr/bin/man is diverted to a script that says "minimized".
 if command -v dpkg-divert >/dev/null && dpkg-divert --list /usr/bin/man 2>/dev/null | grep -q .; then
   rm -f /usr/bin/man

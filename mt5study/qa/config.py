@@ -202,6 +202,19 @@ class EvalConfig(Section):
     show_predictions: int = Field(default=3, ge=0)  # per language, in the notebook's sample table
 
 
+def check_base_model(section: str, pretrain: Any, tokenizer: str | None, checkpoint: str | None) -> None:
+    """A fine-tuning study's base model (QA, translation): either `<section>.pretrain` builds the
+    tokenizer and checkpoint, or `<section>.tokenizer` and `<section>.finetune.checkpoint` name a
+    pretraining run; anything else is a ValueError naming the keys."""
+    if pretrain is not None:
+        if tokenizer is not None or checkpoint is not None:
+            raise ValueError(f"{section}.pretrain builds the tokenizer and checkpoint: leave {section}.tokenizer and "
+                             f"{section}.finetune.checkpoint unset")
+    elif tokenizer is None or checkpoint is None:
+        raise ValueError(f"name {section}.tokenizer and {section}.finetune.checkpoint (a pretraining run), "
+                         f"or set {section}.pretrain")
+
+
 class QAConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     """Study name: its folder is outputs/<name> unless the notebook names one."""
@@ -218,12 +231,7 @@ class QAConfig(Section):
 
     @model_validator(mode="after")
     def _base_model(self) -> QAConfig:
-        if self.pretrain is not None:
-            if self.tokenizer is not None or self.finetune.checkpoint is not None:
-                raise ValueError("qa.pretrain builds the tokenizer and checkpoint: leave qa.tokenizer and "
-                                 "qa.finetune.checkpoint unset")
-        elif self.tokenizer is None or self.finetune.checkpoint is None:
-            raise ValueError("name qa.tokenizer and qa.finetune.checkpoint (a pretraining run), or set qa.pretrain")
+        check_base_model("qa", self.pretrain, self.tokenizer, self.finetune.checkpoint)
         if self.window.min_context_tokens >= self.input_length:
             raise ValueError(f"window.min_context_tokens={self.window.min_context_tokens} must be below "
                              f"input_length={self.input_length}")

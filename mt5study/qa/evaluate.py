@@ -101,19 +101,14 @@ def score_table(predictions: pd.DataFrame) -> pd.DataFrame:
 
 def evaluate_run(run_dir: Path, prepared: Path, cfg: EvalConfig, tokenizer: Tokenizer, out: Path,
                  redo: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Predictions and scores of one fine-tuned run, cached in `out` while the run is unchanged."""
-    summary = records.read_json(Path(run_dir) / "summary.json")
-    key = {"run": str(run_dir), "finished": summary.get("wall_seconds"), "steps": summary.get("steps"),
-           "data": records.read_json(Path(prepared) / "manifest.json")["fingerprint"], "eval": cfg.model_dump(mode="json")}
-    done = out / "scores.json"
-    if done.exists() and not redo and records.read_json(done).get("key") == key:
-        return pd.read_parquet(out / "predictions.parquet"), pd.read_parquet(out / "scores.parquet")
+    """Predictions and scores of one fine-tuned run, cached in `out` while the run, the data, the eval
+    params and the evaluation code are unchanged (records.eval_key)."""
+    key = records.eval_key(run_dir, prepared, cfg, "qa_eval")
+    cached = records.read_cached(out, key, ("predictions", "scores"), redo)
+    if cached is not None:
+        return cached[0], cached[1]
     t0 = time.perf_counter()
     predictions = generate(Path(run_dir) / "model", prepared, cfg, tokenizer)
     scores = score_table(predictions)
-    out.mkdir(parents=True, exist_ok=True)
-    predictions.to_parquet(out / "predictions.parquet", index=False)
-    scores.to_parquet(out / "scores.parquet", index=False)
-    records.write_json_atomic(done, {"key": key, "seconds": time.perf_counter() - t0,
-                                     "scores": scores.to_dict(orient="records")})  # last
+    records.write_cached(out, key, {"predictions": predictions, "scores": scores}, time.perf_counter() - t0)
     return predictions, scores

@@ -249,8 +249,7 @@ def prepare(cfg: QAConfig, root: Path, tokenizer: str, vocab_size: int, redo: bo
     tok = Tokenizer(tokenizer)
     fp = fingerprint(cfg, tok, vocab_size)
     out = Path(root) / "data" / fp[:12]
-    manifest = out / "manifest.json"
-    if manifest.exists() and not redo and records.read_json(manifest).get("fingerprint") == fp:
+    if records.prepared_matches(out, fp, redo):
         return out
     splits, report = loaders.load(cfg.source, cfg.seed)
     for split in ("train", "validation"):

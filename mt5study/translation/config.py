@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from mt5study.config import Section
-from mt5study.qa.config import PretrainConfig
+from mt5study.qa.config import PretrainConfig, check_base_model
 
 # Languages a pair may name: ISO 639-1 code -> the English name used in the task prefix
 # ("translate English to German: ..."), as T5 writes its WMT tasks.
@@ -191,13 +191,7 @@ class TranslationConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> TranslationConfig:
-        if self.pretrain is not None:
-            if self.tokenizer is not None or self.finetune.checkpoint is not None:
-                raise ValueError("translation.pretrain builds the tokenizer and checkpoint: leave "
-                                 "translation.tokenizer and translation.finetune.checkpoint unset")
-        elif self.tokenizer is None or self.finetune.checkpoint is None:
-            raise ValueError("name translation.tokenizer and translation.finetune.checkpoint (a pretraining run), "
-                             "or set translation.pretrain")
+        check_base_model("translation", self.pretrain, self.tokenizer, self.finetune.checkpoint)
         if self.splits.validation_fraction + self.splits.test_fraction >= 0.8:
             raise ValueError("splits: validation_fraction + test_fraction leave under 20% for training")
         return self

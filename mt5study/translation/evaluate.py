@@ -95,32 +95,8 @@ def decodings(cfg: EvalConfig) -> dict[str, int]:
     return {"greedy": 1, **({f"beam{cfg.num_beams}": cfg.num_beams} if cfg.beam else {})}
 
 
-def eval_key(run_dir: Path, prepared: Path, cfg: Any, kind: str, **extra: Any) -> dict[str, Any]:
-    """What a cached evaluation of a fine-tuned run depends on: the run (its finish time and steps),
-    the prepared data's fingerprint, the eval params, the evaluation code of `kind`
-    (records.code_fingerprint) and any `extra` (library versions). Written for both studies'
-    evaluations: mt5study.qa.evaluate can import it (this module imports nothing of qa.evaluate)."""
-    summary = records.read_json(Path(run_dir) / "summary.json")
-    return {"run": str(run_dir), "finished": summary.get("wall_seconds"), "steps": summary.get("steps"),
-            "data": records.read_json(Path(prepared) / "manifest.json")["fingerprint"],
-            "eval": cfg.model_dump(mode="json"), "code": records.code_fingerprint(kind)["sha256"], **extra}
-
-
-def read_cached(out: Path, key: dict[str, Any], names: tuple[str, ...], redo: bool = False) -> list[pd.DataFrame] | None:
-    """The tables <out>/<name>.parquet of an evaluation cached under `key`, or None (redo it)."""
-    done = Path(out) / "scores.json"
-    if redo or not done.exists() or records.read_json(done).get("key") != key:
-        return None
-    return [pd.read_parquet(Path(out) / f"{name}.parquet") for name in names]
-
-
-def write_cached(out: Path, key: dict[str, Any], tables: dict[str, pd.DataFrame], seconds: float) -> None:
-    """Each table as <out>/<name>.parquet, then scores.json (key, seconds, the `scores` table) last."""
-    Path(out).mkdir(parents=True, exist_ok=True)
-    for name, table in tables.items():
-        table.to_parquet(Path(out) / f"{name}.parquet", index=False)
-    records.write_json_atomic(Path(out) / "scores.json", {"key": key, "seconds": seconds,
-                                                          "scores": tables["scores"].to_dict(orient="records")})
+# The cache of an evaluation, shared with the QA study (mt5study.records).
+eval_key, read_cached, write_cached = records.eval_key, records.read_cached, records.write_cached
 
 
 def evaluate_run(run_dir: Path, prepared: Path, cfg: EvalConfig, tok: Tokenizer, out: Path,

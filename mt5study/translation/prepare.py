@@ -242,8 +242,7 @@ def prepare(cfg: TranslationConfig, root: Path, tokenizer: str, vocab_size: int,
     tok = Tokenizer(tokenizer)
     fp = fingerprint(cfg, tok, vocab_size)
     out = Path(root) / "data" / fp[:12]
-    manifest = out / "manifest.json"
-    if manifest.exists() and not redo and records_lib.read_json(manifest).get("fingerprint") == fp:
+    if records_lib.prepared_matches(out, fp, redo):
         return out
     pairs = [parse_pair(p) for p in cfg.pairs]
     records, reports = loaders.load(list(cfg.sources), pairs)
