@@ -39,15 +39,7 @@ echo "install_catalogs.sh: installing ${pkgs[*]}"
 apt-get install -y --no-install-recommends "${pkgs[@]}"
 
 # 3. Packages installed while the exclusion was active have no catalogs on disk: reinstall them.
-missing=()
-for p in "${pkgs[@]}"; do
-  first=$(dpkg -L "$p" 2>/dev/null | grep -E '^/usr/share/locale/.+\.mo$' | head -n 1 || true)
-  if [[ -n $first && ! -e $first ]]; then missing+=("$p"); fi
-done
-if (( ${#missing[@]} )); then
-  echo "install_catalogs.sh: reinstalling (catalogs were excluded before): ${missing[*]}"
-  apt-get install -y --reinstall --no-install-recommends "${missing[@]}"
-fi
+reinstall_dropped install_catalogs.sh '^/usr/share/locale/.+\.mo$' catalogs "${pkgs[@]}"
 
 dpkg-query -W -f='${Package}\t${Version}\n' "${pkgs[@]}"
 echo "install_catalogs.sh: $(find /usr/share/locale -name '*.mo' | wc -l) catalogs under /usr/share/locale"

@@ -30,3 +30,19 @@ allow_dpkg_path() {
     fi
   done
 }
+
+# reinstall_dropped NAME PATTERN WHAT PKG...: reinstall the packages whose first file matching
+# PATTERN (grep -E on `dpkg -L`) is missing on disk: installed while a path-exclude rule was active.
+reinstall_dropped() {
+  local name=$1 pattern=$2 what=$3 p first
+  shift 3
+  local missing=()
+  for p in "$@"; do
+    first=$(dpkg -L "$p" 2>/dev/null | grep -E "$pattern" | head -n 1 || true)
+    if [[ -n $first && ! -e $first ]]; then missing+=("$p"); fi
+  done
+  if (( ${#missing[@]} )); then
+    echo "$name: reinstalling ($what were excluded before): ${missing[*]}"
+    apt-get install -y --reinstall --no-install-recommends "${missing[@]}"
+  fi
+}

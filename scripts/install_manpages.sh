@@ -51,15 +51,7 @@ echo "install_manpages.sh: installing ${pkgs[*]} ${tools[*]}"
 apt-get install -y --no-install-recommends "${tools[@]}" "${pkgs[@]}"
 
 # 3. Packages installed while the exclusion was active have no pages on disk: reinstall them.
-missing=()
-for p in "${pkgs[@]}"; do
-  first=$(dpkg -L "$p" 2>/dev/null | grep -E '^/usr/share/man/.+\.gz$' | head -n 1 || true)
-  if [[ -n $first && ! -e $first ]]; then missing+=("$p"); fi
-done
-if (( ${#missing[@]} )); then
-  echo "install_manpages.sh: reinstalling (pages were excluded before): ${missing[*]}"
-  apt-get install -y --reinstall --no-install-recommends "${missing[@]}"
-fi
+reinstall_dropped install_manpages.sh '^/usr/share/man/.+\.gz$' pages "${pkgs[@]}"
 
 dpkg-query -W -f='${Package}\t${Version}\n' "${pkgs[@]}"
 echo "install_manpages.sh: done"
