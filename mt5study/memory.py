@@ -15,10 +15,14 @@ parameter partition too. The gradient reduce bucket is counted (`buffers`, as co
 (stage3_max_live_parameters = the largest module, bucket 0.9 d_model^2), so weights gathered
 ahead of use stay within about one largest module more. Not modelled: that prefetch, other
 communication buckets (allgather_bucket_size), the optimizer's per-sub-group temporaries, the CUDA
-context and allocator fragmentation; `fits_table` leaves headroom for them. Measured on CPU (host
-RSS per rank, 2 ranks, fp32, ZeRO-3, scripts/bench_memory.py): mt5-small at step 1 1.03x of
-estimate + runtime baseline, up to 1.22x in step 2 (the Adam moments exist from the first update
-on, while the working set is gathered); mt5-base 1.07x at step 1 and 1.21x in step 2.
+context and allocator fragmentation; `fits_table` leaves headroom for them. The second full
+gradient of the shared input embedding, alive at the end of backward, is counted
+(`embedding_second_grad_bytes`): with it the total is the steady state, from step 2 on, not step 1
+(AdamW creates its moments in the first optimizer step, after that step's backward; from step 2
+on they are held during backward). Measured on CPU (host RSS per rank, 2 ranks, fp32, ZeRO-3,
+scripts/bench_memory.py): mt5-small peaks 4.3 GiB in step 1 and 5.2-5.3 GiB in steps 2-6 (a
+plateau: +0.05 GiB from step 2 to 6, glibc's heap), 1.10-1.12x of this estimate + the runtime
+baseline; before the term it was 1.26x.
 
 Activations are counted tensor by tensor for the Hugging Face MT5 implementation (in the spirit of
 Korthikanti et al. 2022, "Reducing Activation Recomputation", sec. 4.1, adapted from GPT to T5's
@@ -229,10 +233,37 @@ def activation_bytes(preset: str, precision: str, micro_batch: int, input_length
                                     activation_checkpointing).values())
 
 
+def embedding_second_grad_bytes(preset: str, precision: str) -> int:
+    """Bytes of the second full gradient of mT5's shared input embedding, alive at the end of backward.
+
+    The encoder and the decoder read the one `shared` embedding (vocab x d_model, the largest
+    module). Backward computes a dense gradient for each use, decoder first, and autograd keeps
+    the first in the leaf's input buffer until the encoder's arrives and sums them: two full
+    vocab x d_model gradients at once, where the working set of `model_state_bytes` counts one.
+    Under ZeRO-3 the gathered weight stays too: DeepSpeed releases a module's weights after its
+    backward through a hook on its inputs' gradients, and token ids have none, so `shared` stays
+    gathered from the decoder's embedding backward to the optimizer step (counted in the working
+    set). Measured on CPU (host RSS per rank, 2 ranks, ZeRO-3, fp32, scripts/bench_memory.py with
+    a sampler per module phase): mt5-small rises 0.98 GiB over the steady state while the encoder
+    blocks run backward (gathered weight + decoder-use gradient, 2 x 0.48 GiB) and 1.46 GiB at the
+    encoder's embedding backward (+ its gradient): 3 x vocab x d_model x 4 bytes, every step from
+    step 2 on. Step 1 peaks lower only because AdamW creates its moments in the first optimizer
+    step, after that backward; from step 2 on they are held during backward too.
+    """
+    _check(preset, precision)
+    cfg = PRESETS[preset]
+    return cfg["vocab_size"] * cfg["d_model"] * STATE_BYTES[precision][1]
+
+
 def estimate(preset: str, zero_stage: int, precision: str, n_gpus: int, micro_batch: int,
              input_length: int, target_length: int, offload: str | None = None,
              activation_checkpointing: bool = False) -> dict[str, int]:
-    """Bytes per GPU: parameters, gradients, optimizer_states, activations, total (+ cpu if offload)."""
+    """Bytes per GPU: parameters, gradients, optimizer_states, activations, buffers,
+    embedding_second_grad, total (+ cpu if offload).
+
+    The total is the steady-state peak, from step 2 on: the end of backward, with the optimizer's
+    moments, the gathered shared embedding and both of its gradients alive (see
+    `embedding_second_grad_bytes`); step 1 peaks lower (no moments yet during its backward)."""
     _check(preset, precision, zero_stage, n_gpus, offload)
     out = model_state_bytes(preset, zero_stage, precision, n_gpus, offload)
     cpu = out.pop("cpu")
@@ -240,6 +271,7 @@ def estimate(preset: str, zero_stage: int, precision: str, n_gpus: int, micro_ba
                                           target_length, activation_checkpointing)
     # ZeRO >= 1 with contiguous gradients allocates its reduce bucket once, in the gradient dtype.
     out["buffers"] = reduce_bucket_elements(preset) * STATE_BYTES[precision][1] if zero_stage >= 1 else 0
+    out["embedding_second_grad"] = embedding_second_grad_bytes(preset, precision)
     out["total"] = sum(out.values())
     if offload is not None:
         out["cpu"] = cpu  # host bytes per GPU rank (times GPUs per node for a node's need)

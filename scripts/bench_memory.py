@@ -15,7 +15,11 @@ when the machine's available memory falls under 1.5 GiB, so that
 the "before" run, which needed 11.4 GiB per rank here, stops before the kernel's OOM killer acts
 for the whole machine; the record then says `killed_at_cap` with the peaks reached until then.
 
-    .venv/bin/python scripts/bench_memory.py [--only after] [--cap-gib 18] [--preset mt5-small]
+    .venv/bin/python scripts/bench_memory.py [--only after] [--cap-gib 18] [--preset mt5-small] [--steps 5]
+
+Five steps by default: step 1 peaks lower than the rest (AdamW creates its moments in the first
+optimizer step, after that step's backward), so a steady state needs steps 2 to 5 to show
+(`plateau_growth_bytes`: the largest rank's rise of its peak over the last two steps).
 
 Writes outputs/bench/memory_<preset>_zero3.json and prints it. A run starts only when the machine
 has the memory it needs available (world size x prediction x 1.25 + 1 GiB; mt5-base: 19.4 GiB).
@@ -116,9 +120,19 @@ def watched_launch(overrides: dict, out: Path, cap_bytes: int, log: Path) -> dic
         # peak RSS per rank up to each logged step (ru_maxrss at the step's metric line)
         "peak_bytes_per_rank_by_step": {r["step"]: r["peak_memory_bytes_per_rank"] for r in rows},
         "process_peak_bytes_per_rank": [hwm[p] for p in sorted(hwm)],  # VmHWM, whole process
+        "plateau_growth_bytes": _plateau_growth(rows),
         "wall_seconds": time.perf_counter() - t0,
         "log": str(log),
     }
+
+
+def _plateau_growth(rows: list[dict]) -> int | None:
+    """The largest rank's rise of its peak RSS over the last two logged steps (None under 3 steps).
+
+    The per-step figures are the peak up to that step (ru_maxrss), so a steady state shows as 0."""
+    if len(rows) < 3:
+        return None
+    return max(b - a for a, b in zip(rows[-2]["peak_memory_bytes_per_rank"], rows[-1]["peak_memory_bytes_per_rank"]))
 
 
 BASELINE = """
@@ -162,6 +176,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=["after", "before"], help="run one of the two (default both)")
     ap.add_argument("--preset", default=None, help="another model.preset than the params file's (mt5-base)")
+    ap.add_argument("--steps", type=int, default=5,
+                    help="training steps (default 5: step 1 peaks lower; steps 2-5 show the steady state)")
     ap.add_argument("--cap-gib", type=float, default=None,
                     help="kill a launch whose ranks together hold more (default: available memory - 2 GiB)")
     ap.add_argument("--min-available-gib", type=float, default=MIN_AVAILABLE / GIB,
@@ -169,14 +185,18 @@ def main() -> None:
     a = ap.parse_args()
     MIN_AVAILABLE = int(a.min_available_gib * GIB)
     OUT.mkdir(parents=True, exist_ok=True)
+    if a.steps < 2:
+        raise SystemExit(f"--steps must be >= 2 (step 1 is not the steady state), got {a.steps}")
     preset = {"model.preset": a.preset} if a.preset else {}
+    preset["run.steps"] = a.steps
     params = config.load(PARAMS, preset)
     run, d = params.run, params.data
     est = memory.estimate(params.model.preset, run.zero_stage, run.precision, run.world_size, run.micro_batch,
                           d.input_length, d.target_length)
     base = baseline()
-    # memory.estimate counts DeepSpeed's fp32 master partition (optimizer_states) and its reduce
-    # bucket (buffers); the baseline adds the interpreter, libraries and process group.
+    # memory.estimate counts DeepSpeed's fp32 master partition (optimizer_states), its reduce
+    # bucket (buffers) and the shared embedding's two gradients at the end of backward (the
+    # steady state from step 2 on); the baseline adds the interpreter, libraries and process group.
     predicted = est["total"] + max(base)
     result = {
         "machine": f"{os.cpu_count()} CPUs, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GIB:.1f} GiB "
@@ -212,6 +232,8 @@ def main() -> None:
         for step, peaks in rec.get("peak_bytes_per_rank_by_step", {}).items():
             print(f"{name:6s} step {step}: peak per rank {[round(x / GIB, 2) for x in peaks]} GiB, "
                   f"ratio {max(peaks) / predicted:.3f} of predicted {predicted / GIB:.2f} GiB")
+        if rec.get("plateau_growth_bytes") is not None:
+            print(f"{name:6s} peak growth over the last two steps: {rec['plateau_growth_bytes'] / GIB:.3f} GiB")
         tp = rec["train_peak_bytes_per_rank"] or []
         pp = rec["process_peak_bytes_per_rank"]
         print(f"{name:6s} zero3_init={rec['zero3_init']}: {rec['status']}, steps {rec['steps_completed']}; "

@@ -130,7 +130,8 @@ def test_offload_moves_states_to_host():
 def test_every_preset_and_precision(preset, precision):
     e1 = memory.estimate(preset, 3, precision, 4, 1, 128, 32)
     e4 = memory.estimate(preset, 3, precision, 4, 4, 128, 32)
-    assert set(e1) == {"parameters", "gradients", "optimizer_states", "activations", "buffers", "total"}
+    assert set(e1) == {"parameters", "gradients", "optimizer_states", "activations", "buffers",
+                       "embedding_second_grad", "total"}
     assert e1["total"] == sum(v for k, v in e1.items() if k != "total")
     # Linear in micro-batch, apart from the fp32 copy of a 16-bit lm_head weight (one per step).
     fixed = memory.activation_breakdown(preset, precision, 1, 128, 32)["head_weight"]
@@ -281,3 +282,67 @@ def test_zero3_gathered_weights_are_bounded_by_the_model_as_the_estimate_counts(
     assert zero["stage3_max_reuse_distance"] == 0
     assert "stage3_max_live_parameters" not in launch.deepspeed_config(
         config.load(PARAMS / "cpu" / "bench_memory.yaml", {"run.zero_stage": 2}))["zero_optimization"]
+
+
+# --- the shared embedding's two gradients (the steady-state term of the ZeRO-3 estimate) ------
+
+
+def live_embedding_grads_at_second_use(preset: str) -> int:
+    """How many full vocab x d_model gradients are alive when backward makes the second one.
+
+    The encoder and the decoder both read `shared`; backward computes a dense gradient for each
+    use. Every tensor of that shape that backward creates is tracked (weakly, by storage) through
+    a TorchDispatchMode; lm_head's weight, of the same shape, is frozen so that only the
+    embedding's gradients count.
+    """
+    import weakref
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    torch.manual_seed(0)
+    model = build(preset)
+    model.lm_head.weight.requires_grad_(False)
+    v, d = PRESETS[preset]["vocab_size"], PRESETS[preset]["d_model"]
+    x, y = torch.randint(2, v, (2, 16)), torch.randint(2, v, (2, 8))
+    loss = model(input_ids=x, labels=y).loss
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    live: set[int] = set()
+    at_creation: list[int] = []  # live count right after each embedding backward
+
+    class Track(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and tuple(out.shape) == (v, d):
+                key = out.untyped_storage().data_ptr()
+                if key not in weights and key not in live:
+                    live.add(key)
+                    weakref.finalize(out, live.discard, key)
+                if func is torch.ops.aten.embedding_dense_backward.default:
+                    at_creation.append(len(live))
+            return out
+
+    with Track():
+        loss.backward()
+    assert len(at_creation) == 2, at_creation  # one gradient per use: encoder and decoder
+    return at_creation[-1]
+
+
+def test_shared_embedding_keeps_two_full_gradients_as_the_estimate_counts():
+    """The estimate's ZeRO-3 gradient working set (one largest module) plus `embedding_second_grad`
+    is exactly the full embedding gradients that autograd holds at once in backward."""
+    live = live_embedding_grads_at_second_use("tiny")
+    assert live == 2
+    p = PRESETS["tiny"]
+    assert memory.largest_layer_params("tiny") == p["vocab_size"] * p["d_model"]
+    est = memory.estimate("tiny", 3, "fp32", 2, 1, 16, 8)
+    zero3_grads = est["gradients"] - 4 * count_parameters("tiny") // 2  # the working set
+    assert zero3_grads + est["embedding_second_grad"] == live * p["vocab_size"] * p["d_model"] * 4
+    # in bf16 the gradients are 2 bytes; every stage counts the second gradient
+    for stage in (0, 1, 2, 3):
+        assert memory.estimate(XXL, stage, "bf16", 8, 1, 1024, 256)["embedding_second_grad"] == 2 * V_TIMES_D
+
+
+def test_estimate_total_covers_the_steady_state_term():
+    e = memory.estimate("mt5-base", 3, "fp32", 2, 1, 32, 8)
+    assert e["total"] == sum(v for k, v in e.items() if k != "total")
+    assert e["embedding_second_grad"] == 250_112 * 768 * 4
