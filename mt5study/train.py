@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from mt5study import batches, checkpoints, config, launch, loss as loss_lib, model as model_lib, partition, records
+from mt5study import batches, checkpoints, config, jit_locks, launch, loss as loss_lib, model as model_lib, partition, records
 from mt5study.amp import AmpEngine
 from mt5study.checkpoints import CHECKPOINTS, STATE_FILE, latest as latest_checkpoint
 from mt5study.config import TrainParams
@@ -157,6 +157,7 @@ def train(params: TrainParams, out_dir: str | Path, resume: bool = False, overwr
     ds_config = deepspeed_config(params)
     if plan is not None and plan.universal:
         ds_config["checkpoint"] = {"load_universal": True}  # DeepSpeed reshapes shards to this world
+    jit_locks.clear_stale_cpu()  # a build lock left by a killed process would hang DeepSpeed's start
     accelerator = _accelerator(ds_config, zero3_init=_zero3_init(params), precision=run.precision,
                                plain=kind == "torch_amp")
     if accelerator.num_processes != run.world_size:
