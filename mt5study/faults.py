@@ -32,9 +32,21 @@ def figures(ledger: str | Path) -> dict[str, Any]:
         "faults_injected": len(faults), "faults_survived": sum(r["ok"] for r in faults),
         "bad_inputs_tried": len(bad), "bad_inputs_rejected_clearly": sum(r["ok"] for r in bad),
         "data_lost": sum(r["count"] for r in lost), "loss_checks": len(lost),
+        "faults_by_area": _by_area(faults),
         "not_survived": sorted({r["name"] for r in faults if not r["ok"]}),
         "not_rejected": sorted({r["name"] for r in bad if not r["ok"]}),
     }
+
+
+def _by_area(faults: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """[injected, survived] per test file of the suite ("test_slurm_faults.py::..." -> "slurm faults")."""
+    areas: dict[str, list[int]] = {}
+    for r in faults:
+        stem = r["test"].split("::")[0].rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
+        counts = areas.setdefault(stem.replace("_", " "), [0, 0])
+        counts[0] += 1
+        counts[1] += bool(r["ok"])
+    return dict(sorted(areas.items()))
 
 
 def format_figures(f: dict[str, Any]) -> str:
@@ -43,6 +55,9 @@ def format_figures(f: dict[str, Any]) -> str:
         "fault suite figures:",
         f"  faults injected            {f['faults_injected']}",
         f"  faults survived            {f['faults_survived']}",
+    ]
+    lines += [f"    {area:<24} {n} injected, {ok} survived" for area, (n, ok) in f.get("faults_by_area", {}).items()]
+    lines += [
         f"  bad inputs tried           {f['bad_inputs_tried']}",
         f"  rejected, clear message    {f['bad_inputs_rejected_clearly']}",
         f"  data lost                  {f['data_lost']}  (over {f['loss_checks']} checks of samples and rows)",
@@ -71,4 +86,4 @@ def main(pytest_args: list[str] | None = None, json_out: str | None = None) -> i
 
 def figures_empty() -> dict[str, Any]:
     return {"faults_injected": 0, "faults_survived": 0, "bad_inputs_tried": 0, "bad_inputs_rejected_clearly": 0,
-            "data_lost": 0, "loss_checks": 0, "not_survived": [], "not_rejected": []}
+            "data_lost": 0, "loss_checks": 0, "faults_by_area": {}, "not_survived": [], "not_rejected": []}
