@@ -13,36 +13,12 @@ One run folder goes through four faults in a row, which also checks that faults 
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
 from mt5study import checkpoints, records
 
-from .runs import STEPS, launch_cmd as _cmd, run_launch, run_until_fault as _run_until_fault
-
-def _committed_samples(folder: Path) -> dict[int, list[int]]:
-    """Sample ids of every step that reached the final weights, from the recorder's files.
-
-    The ranks of one attempt share their launcher (parent process); attempts are ordered by time,
-    and attempt i's steps count up to where attempt i + 1 restarted, since the steps after the
-    checkpoint it resumed from were rolled back. A step's ids are all ranks' micro-batches.
-    """
-    rows = [json.loads(line) for f in sorted(folder.glob("samples-*.jsonl")) for line in f.read_text().splitlines()]
-    attempts: dict[int, dict] = {}
-    for r in rows:
-        a = attempts.setdefault(r["launcher"], {"time": r["time"], "start": r["start"]})
-        a["time"] = min(a["time"], r["time"])
-    order = sorted(attempts, key=lambda k: attempts[k]["time"])
-    for k, nxt in zip(order, order[1:] + [None]):
-        attempts[k]["end"] = attempts[nxt]["start"] if nxt is not None else STEPS
-    steps: dict[int, list[int]] = {}
-    for r in sorted(rows, key=lambda r: (r["step"], r["micro"], r["rank"])):
-        a = attempts[r["launcher"]]
-        if a["start"] <= r["step"] < a["end"]:
-            steps.setdefault(r["step"], []).extend(r["ids"])
-    return steps
-
+from .runs import STEPS, committed_samples as _committed_samples, launch_cmd as _cmd, run_launch, run_until_fault as _run_until_fault
 
 def _losses(out: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in records.read_metrics(out / "metrics.jsonl")]

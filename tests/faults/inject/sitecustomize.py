@@ -125,7 +125,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
 
 _patches = {}
-if _SAMPLES and _RANK:
+if _SAMPLES:  # a launched rank, or one process without a launcher (rank 0)
     _patches["mt5study.batches"] = _patch_batches
 if _RANK and _FAULT.startswith("save:"):
     _patches["torch"] = _patch_torch
