@@ -82,8 +82,30 @@ def clear_stale(names: tuple[str, ...] = OPS, stale_after_s: float = STALE_AFTER
     return removed
 
 
+def use_one_ninja() -> str | None:
+    """Put this interpreter's folder first on PATH when it holds `ninja`; returns that ninja.
+
+    torch runs whichever `ninja` PATH finds. DeepSpeed installs the pip wheel's (1.13 here) beside
+    the interpreter, and Debian's ninja-build (1.11) sits in /usr/bin: each discards the build log
+    the other wrote ("build log version is too old; starting over") and rebuilds the op, 45-120 s
+    of compiling on this machine during which every other run waits on the lock. An activated
+    environment and a plain `.venv/bin/python` then alternate. One ninja for every process ends it.
+    """
+    ninja = Path(sys.executable).parent / "ninja"
+    if not ninja.is_file():
+        return None
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != str(ninja.parent):
+        os.environ["PATH"] = os.pathsep.join([str(ninja.parent), path]) if path else str(ninja.parent)
+    return str(ninja)
+
+
 def clear_stale_cpu() -> list[Path]:
-    """`clear_stale()` where DeepSpeed builds the op at start-up: on CPU (no CUDA device)."""
+    """`clear_stale()` where DeepSpeed builds the op at start-up: on CPU (no CUDA device); and
+    the build runs with this environment's ninja (`use_one_ninja`)."""
     import torch
 
-    return [] if torch.cuda.is_available() else clear_stale()
+    if torch.cuda.is_available():
+        return []
+    use_one_ninja()
+    return clear_stale()

@@ -28,8 +28,8 @@ from typing import Any, Sequence
 
 from mt5study import launch
 
-# Modules every trial imports: loaded once in the server (they are what a trial's start-up costs).
-PRELOAD = ["torch", "transformers", "accelerate", "deepspeed", "mt5study.train", "mt5study.cli"]
+# What every trial imports and caches, loaded once in the server (mt5study.trial_server).
+PRELOAD = ["mt5study.trial_server"]
 # Libraries read environment variables when they load (OpenMP's, glibc's, DeepSpeed's accelerator,
 # Hugging Face's cache and offline switches, MT5STUDY_OUTPUTS): a server is only reused for a
 # trial whose environment is the one it started with, but for these, which change per call.
@@ -60,7 +60,7 @@ def _context(env: dict[str, str]):
     try:  # the server process is spawned now, with this environment
         from multiprocessing import forkserver
 
-        with _main_hidden():
+        with main_hidden():
             forkserver.ensure_running()
     finally:
         os.environ.clear()
@@ -99,13 +99,14 @@ def _child(argv: list[str], log_path: str, cwd: str, env: dict[str, str]) -> Non
 
 
 @contextlib.contextmanager
-def _main_hidden():
-    """Start a trial without multiprocessing's re-import of the caller's main module.
+def main_hidden():
+    """Start processes (forkserver or spawn) without multiprocessing's re-import of the caller's
+    main module.
 
     A started Process normally re-runs the caller's `__main__` (script or notebook kernel) in the
-    child so that functions defined there can be found. The trial needs nothing from it
-    (`_child` lives here), and a script without a `__main__` guard would run its study again
-    inside every trial: the main module's file and spec are hidden while the Process starts."""
+    child so that functions defined there can be found. Ours need nothing from it (their targets
+    live in mt5study), and a script without a `__main__` guard would run its study again inside
+    every child: the main module's file and spec are hidden while the processes start."""
     main = sys.modules["__main__"]
     saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
     main.__dict__.pop("__file__", None)
@@ -131,7 +132,7 @@ def call(argv: Sequence[str], log_path: str | Path) -> int | None:
     proc = ctx.Process(target=_child, args=(list(argv), str(log_path), os.getcwd(), env), daemon=False)
     old = signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the handler below is in place
     try:
-        with _main_hidden():
+        with main_hidden():
             proc.start()
     finally:
         signal.signal(signal.SIGUSR1, old)

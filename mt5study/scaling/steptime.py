@@ -130,8 +130,9 @@ def measure_link(world: int = 2, mib: float = 16.0, repeats: int = 10) -> dict[s
     import torch.multiprocessing as mp
 
     from mt5study.launch import free_port
+    from mt5study.trial_process import main_hidden
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, main_hidden():  # spawn: the caller's script is not re-run
         out = os.path.join(tmp, "link.json")
         mp.start_processes(_link_worker, args=(world, free_port(), int(mib * 2**20), repeats, out),
                            nprocs=world, join=True, start_method="spawn")

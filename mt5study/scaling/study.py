@@ -260,6 +260,17 @@ def frontier_table(params: ScalingParams, out_dir=None) -> tuple[pd.DataFrame, p
     return curves, fits.frontier(curves)
 
 
+def trial_overhead(results: pd.DataFrame) -> dict[str, Any]:
+    """The study's per-trial overhead (outside the step loop) as a fraction of the trials' wall time."""
+    if results.empty or "overhead_fraction" not in results:
+        return {"trials": 0, "fraction": None}
+    t = results.dropna(subset=["overhead_fraction", "trial_wall_seconds"])
+    wall = float(t["trial_wall_seconds"].sum())
+    over = float((t["overhead_fraction"] * t["trial_wall_seconds"]).sum())
+    return {"trials": len(t), "wall_seconds": wall, "overhead_seconds": over,
+            "fraction": over / wall if wall > 0 else None}
+
+
 def write_tables(root: Path, tables: dict[str, pd.DataFrame], summary: dict[str, Any]) -> None:
     (root / "tables").mkdir(parents=True, exist_ok=True)
     for name, df in tables.items():
@@ -289,6 +300,7 @@ def run_study(params: ScalingParams, source: str, out_dir=None, redo: bool = Fal
                                                   "error_percent"]].to_dict("records")
     if s.recommend is not None:
         tables["recommendation"], tables["days"] = recommend.recommend(s.recommend, laws, s.fit.lr_x, s.fit.batch_x)
+    summary["trial_overhead"] = trial_overhead(read_results(params, out_dir))
     summary["wall_seconds"] = time.monotonic() - start
     write_tables(root, tables, summary)
     return {"tables": tables, "laws": laws, "proof": proof, "summary": summary}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,9 @@ def run_trial(out: Path, base_path: Path, overrides: dict[str, Any], redo: bool 
     elif prior and prior.get("status") == "preempted" or resumable:
         args.append("--resume")
     (out / records.INPUTS_FILE).unlink(missing_ok=True)  # describes the old run, not this one
+    t0 = time.perf_counter()
     result = launch.run(base_path, out, overrides=overrides, extra_args=args, check=False)
+    _record_timing(out, time.perf_counter() - t0)
     if result.get("status") == "failed" and not summary_path.exists():
         log = Path(result["log"]).read_text(encoding="utf-8", errors="replace")
         result["error"] = _last_error(log)
@@ -89,6 +92,30 @@ def run_trial(out: Path, base_path: Path, overrides: dict[str, Any], redo: bool 
     why = reasons or (["redo requested"] if redo else [f"previous attempt {prior.get('status')}"] if prior else ["no run yet"])
     records.record_decision(out, "trained", why)
     return records.read_json(summary_path)
+
+
+TIMING_FILE = "trial_timing.json"
+
+
+def _record_timing(out: Path, wall: float) -> None:
+    """The trial's wall time as the study saw it, and the part outside the step loop (process
+    start, imports, engine and data set-up, final save): the per-trial overhead."""
+    path = out / "summary.json"
+    loop = (records.read_json(path).get("timings_seconds") or {}).get("steps") if path.exists() else None
+    timing: dict[str, Any] = {"wall_seconds": wall, "loop_seconds": loop}
+    if loop is not None and wall > 0:
+        timing.update(overhead_seconds=wall - loop, overhead_fraction=(wall - loop) / wall)
+    records.write_json_atomic(out / TIMING_FILE, timing)
+
+
+def overhead_line(timings: list[dict[str, Any]]) -> str | None:
+    """'per-trial overhead: 2.1 s of 9.8 s (21 %) over 9 trials', from the trials' timings."""
+    done = [t for t in timings if t.get("overhead_seconds") is not None]
+    if not done:
+        return None
+    over, wall = sum(t["overhead_seconds"] for t in done), sum(t["wall_seconds"] for t in done)
+    return (f"per-trial overhead: {over / len(done):.1f} s of {wall / len(done):.1f} s "
+            f"({over / wall:.0%}) over {len(done)} trials trained now")
 
 
 def _last_error(log: str) -> str:
@@ -104,10 +131,21 @@ def run_grid(params: StudyParams, source: str, out_dir: str | Path | None = None
     """Train every grid point (validated first), then rebuild and return the results table."""
     base_path, trials = validate_trials(params, source)
     root = study_dir(params, out_dir) / "grid"
+    start, trained, timings = time.monotonic(), 0, []
     for i, (name, ov) in enumerate(trials, 1):
-        print(f"[{params.study.name}] trial {i}/{len(trials)} {name}", flush=True)
-        s = run_trial(root / "trials" / name, base_path, ov, redo=redo, keep_stale=keep_stale)
+        elapsed = time.monotonic() - start
+        left = (f", {elapsed / 60:.1f} min so far, about {elapsed / trained * (len(trials) - i + 1) / 60:.1f} min left"
+                if trained else "")
+        print(f"[{params.study.name}] trial {i}/{len(trials)} {name}{left}", flush=True)
+        folder = root / "trials" / name
+        before = (folder / TIMING_FILE).stat().st_mtime_ns if (folder / TIMING_FILE).exists() else None
+        s = run_trial(folder, base_path, ov, redo=redo, keep_stale=keep_stale)
+        if (folder / TIMING_FILE).exists() and (folder / TIMING_FILE).stat().st_mtime_ns != before:
+            trained += 1  # trained now, not reused: counts for the pace and the overhead
+            timings.append(records.read_json(folder / TIMING_FILE))
         print(f"[{params.study.name}]   {s.get('status')} eval_loss={s.get('final_eval_loss')}", flush=True)
+    if line := overhead_line(timings):
+        print(f"[{params.study.name}] {line}", flush=True)
     return results_table(root, axis_keys(params.study), names=[name for name, _ in trials])
 
 
@@ -135,6 +173,8 @@ def results_table(root: Path, axes: list[str], names: list[str] | None = None) -
                        lr=cfg["optim"]["lr"], precision=run["precision"], zero_stage=run["zero_stage"])
         for col in SUMMARY_COLUMNS:
             row[col] = summary.get(col)
+        timing = records.read_json(trial / TIMING_FILE) if (trial / TIMING_FILE).exists() else {}
+        row.update(trial_wall_seconds=timing.get("wall_seconds"), overhead_fraction=timing.get("overhead_fraction"))
         row.update({k: v for k, v in records.provenance(trial).items() if k != "run"})  # data, code, machine, stale
         rows.append(row)
         for m in records.read_metrics(trial / "metrics.jsonl"):
