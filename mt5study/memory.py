@@ -20,9 +20,12 @@ gradient of the shared input embedding, alive at the end of backward, is counted
 (`embedding_second_grad_bytes`): with it the total is the steady state, from step 2 on, not step 1
 (AdamW creates its moments in the first optimizer step, after that step's backward; from step 2
 on they are held during backward). Measured on CPU (host RSS per rank, 2 ranks, fp32, ZeRO-3,
-scripts/bench_memory.py): mt5-small peaks 4.3 GiB in step 1 and 5.2-5.3 GiB in steps 2-6 (a
-plateau: +0.05 GiB from step 2 to 6, glibc's heap), 1.10-1.12x of this estimate + the runtime
-baseline; before the term it was 1.26x.
+scripts/bench_memory.py, 5 steps, cores and memory shared with other work): mt5-small peaks
+4.3 GiB in step 1 and 5.2-5.3 GiB in steps 2-6 (+0.05 GiB from step 2 to 6: glibc's heap), 1.10-1.12x
+of this estimate + the runtime baseline (1.26x without the term); mt5-base (estimate 7.65 GiB +
+baseline 0.39 GiB = 8.05) peaks 7.68 / 7.73 GiB in step 1, then 9.49 / 9.18, 9.64 / 9.33,
+9.73 / 9.40, 9.75 / 9.52 GiB by steps 2-5 (ratio 0.96, 1.18, 1.20, 1.21, 1.21; +0.02 GiB on the
+larger rank in the last step). The rest is host allocator retention that the model leaves out.
 
 Activations are counted tensor by tensor for the Hugging Face MT5 implementation (in the spirit of
 Korthikanti et al. 2022, "Reducing Activation Recomputation", sec. 4.1, adapted from GPT to T5's

@@ -24,7 +24,8 @@ optimizer step, after that step's backward), so a steady state needs steps 2 to 
 Writes outputs/bench/memory_<preset>_zero3.json and prints it. A run starts only when the machine
 has the memory it needs available (world size x prediction x --start-factor (1.25) + 1 GiB;
 mt5-base: 21.2 GiB, more than this 24 GiB machine has free beside other work's ~2 GiB; measured
-peaks reach 1.15x of the prediction, and the watchdog stops a run that would go further).
+peaks reach 1.21x of the prediction (mt5-base, steps 4-5), and the watchdog stops a run that
+would go further: `--start-factor 1.15` ran it here).
 `--preset mt5-small` measures the released mt5-small architecture the same way in about half.
 """
 
