@@ -21,8 +21,9 @@ gradient of the shared input embedding, alive at the end of backward, is counted
 (AdamW creates its moments in the first optimizer step, after that step's backward; from step 2
 on they are held during backward). Measured on CPU (host RSS per rank, 2 ranks, fp32, ZeRO-3,
 scripts/bench_memory.py, 5 steps, cores and memory shared with other work): mt5-small peaks
-4.3 GiB in step 1 and 5.2-5.3 GiB in steps 2-6 (+0.05 GiB from step 2 to 6: glibc's heap), 1.10-1.12x
-of this estimate + the runtime baseline (1.26x without the term); mt5-base (estimate 7.65 GiB +
+4.25 / 4.35 GiB in step 1, then 5.11 / 5.15, 5.16 / 5.21, 5.19 / 5.27, 5.20 / 5.28 GiB by steps 2-5
+(+0.02 GiB in the last step: glibc's heap), 1.10-1.13x of this estimate + the runtime baseline
+(4.28 + 0.40 GiB; 1.26x without the term); mt5-base (estimate 7.65 GiB +
 baseline 0.39 GiB = 8.05) peaks 7.68 / 7.73 GiB in step 1, then 9.49 / 9.18, 9.64 / 9.33,
 9.73 / 9.40, 9.75 / 9.52 GiB by steps 2-5 (ratio 0.96, 1.18, 1.20, 1.21, 1.21; +0.02 GiB on the
 larger rank in the last step). The rest is host allocator retention that the model leaves out.
