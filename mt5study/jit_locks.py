@@ -100,12 +100,32 @@ def use_one_ninja() -> str | None:
     return str(ninja)
 
 
+def use_own_build_root() -> str:
+    """Build JIT ops under this environment (`<sys.prefix>/torch_extensions`) unless
+    TORCH_EXTENSIONS_DIR says where; returns the folder.
+
+    torch's default, ~/.cache/torch_extensions, is shared by every environment of the user: two
+    checkouts (a CI clone beside a working copy) write build files with their own include paths
+    into the same folder, and each rebuilds the op the other just built."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if not root:
+        root = str(Path(sys.prefix) / "torch_extensions")
+        os.environ["TORCH_EXTENSIONS_DIR"] = root
+    return root
+
+
+def use_one_toolchain() -> None:
+    """This environment's ninja and build folder for JIT ops, in every process that builds them."""
+    use_one_ninja()
+    use_own_build_root()
+
+
 def clear_stale_cpu() -> list[Path]:
     """`clear_stale()` where DeepSpeed builds the op at start-up: on CPU (no CUDA device); and
-    the build runs with this environment's ninja (`use_one_ninja`)."""
+    the build runs with this environment's ninja and build folder (`use_one_toolchain`)."""
     import torch
 
     if torch.cuda.is_available():
         return []
-    use_one_ninja()
+    use_one_toolchain()
     return clear_stale()

@@ -29,8 +29,9 @@ fi
 # DeepSpeed JIT-compiles its CPU shared-memory collective op at the first process-group start,
 # under a file lock in ~/.cache/torch_extensions; a process killed while compiling leaves the lock
 # and every later run waits on it forever. Building it once here keeps that out of runs and tests.
-# Built with the environment's own ninja, as every run does (mt5study.jit_locks.use_one_ninja).
-"$VENV/bin/python" -c "from mt5study.jit_locks import use_one_ninja; use_one_ninja()
+# Built with the environment's own ninja, into its own build folder, as every run does
+# (mt5study.jit_locks.use_one_toolchain).
+"$VENV/bin/python" -c "from mt5study.jit_locks import use_one_toolchain; use_one_toolchain()
 from deepspeed.comm.torch import build_shm_op; build_shm_op()" >/dev/null \
   || echo "setup: DeepSpeed's shm_comm op did not build (runs will try again)" >&2
 # The kernel the notebooks name, so papermill/nbval/JupyterLab run them in this environment.

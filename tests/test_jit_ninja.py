@@ -18,3 +18,11 @@ def test_the_environment_ninja_comes_first_whatever_path_the_process_got(monkeyp
     assert shutil.which("ninja") == str(own)
     jit_locks.use_one_ninja()  # idempotent: not prepended twice
     assert monkeypatch is not None and __import__("os").environ["PATH"].split(":").count(str(own.parent)) == 1
+
+
+def test_ops_build_under_this_environment_unless_told_otherwise(monkeypatch, tmp_path):
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    assert jit_locks.use_own_build_root() == str(Path(sys.prefix) / "torch_extensions")
+    assert jit_locks.build_dir("deepspeed_shm_comm") == Path(sys.prefix) / "torch_extensions" / "deepspeed_shm_comm"
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # an explicit choice is kept
+    assert jit_locks.use_own_build_root() == str(tmp_path)
