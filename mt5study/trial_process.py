@@ -10,8 +10,8 @@ plain process's. Measured on this 2-core machine: `import mt5study.train` costs 
 64.5 s trial (previous session, `mini`), paid once here instead of per trial.
 
 The server starts with `launch.launch_env(1)` (minus launcher variables) as its environment:
-OpenMP and glibc read theirs when torch loads, so a trial that would need another environment
-(another OMP_NUM_THREADS or MT5STUDY_OUTPUTS, say) is not forked from it but runs as a fresh process. Set
+OpenMP and glibc read theirs when torch loads, so a trial that needs another environment
+(another OMP_NUM_THREADS or MT5STUDY_OUTPUTS, say) restarts the server with it. Set
 MT5STUDY_FORKSERVER=0 to run every trial as a fresh process.
 """
 
@@ -48,18 +48,25 @@ def _trial_env() -> dict[str, str]:
 
 
 def _context(env: dict[str, str]):
-    """The forkserver context, started with `env` on first use (its children inherit it)."""
+    """The forkserver context, started with `env` on first use (its children inherit it), and
+    restarted when a trial needs another environment (None where it cannot be restarted)."""
+    from multiprocessing import forkserver
+
     wanted = {k: v for k, v in env.items() if k not in _VOLATILE_VARS}
     if _server:
-        return _server["ctx"] if _server["env"] == wanted else None
+        if _server["env"] == wanted:
+            return _server["ctx"]
+        stop = getattr(forkserver._forkserver, "_stop", None)  # CPython 3.8-3.13: stops the server
+        if stop is None:
+            return None  # cannot restart it here: the caller starts a fresh process
+        stop()  # its forked trials have ended (each call waits for its own)
+        _server.clear()
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
     try:  # the server process is spawned now, with this environment
-        from multiprocessing import forkserver
-
         with main_hidden():
             forkserver.ensure_running()
     finally:

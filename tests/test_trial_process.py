@@ -72,7 +72,11 @@ def test_sigusr1_to_the_study_reaches_the_forked_trial_which_checkpoints(tmp_pat
     assert summary["status"] == "preempted", summary
     assert summary["steps"] < 400
     assert any(p.name.startswith("step_") for p in (out / "checkpoints").iterdir())
-    # the server started with this environment; a trial needing another one is not forked from it
-    assert trial_process._server
-    assert trial_process._context({**trial_process._trial_env(), "OMP_NUM_THREADS": "7"}) is None
-    assert trial_process._context(trial_process._trial_env()) is trial_process._server["ctx"]
+    # a trial that needs another environment restarts the server with it
+    env = trial_process._trial_env()
+    trial_process._context({**env, "OMP_NUM_THREADS": "7"})
+    assert trial_process._server["env"]["OMP_NUM_THREADS"] == "7"
+    code = trial_process.call(["train", "--params", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")],
+                              tmp_path / "after_restart.log")
+    assert code == launch.EXIT_CONFIG  # forked again, from the server restarted with this environment
+    assert trial_process._server["env"] == {k: v for k, v in env.items() if k != "PYTEST_CURRENT_TEST"}
