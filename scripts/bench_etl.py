@@ -209,9 +209,35 @@ def bench_sharded(pages: int, tasks: tuple[int, ...], inputs_length: int, vocab:
         same = len({json.dumps(r["content_sha256"]) for r in runs}) == 1
         return {"corpus": kind, "documents": sum(docs.values()), "languages": len(docs), "runs": runs,
                 "same_output_at_every_task_count": same, "cpus": os.cpu_count(),
-                "note": "cores shared with other work while measured; efficiency over the task-parallel stages"}
+                "stream": bench_stream(tmp / f"out{tasks[-1]}", inputs_length),
+                "load_average": list(os.getloadavg()),
+                "note": "efficiency over the task-parallel stages (clean, dedup, encode)"}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_stream(out: Path, inputs_length: int, micro_batch: int = 16, batches: int = 400) -> dict:
+    """What the trainer's read of the sharded output costs per micro-batch (memory-mapped shards,
+    temperature mixture computed on the fly), in the loop's own process: the time a step waits for
+    data when no DataLoader worker reads ahead (num_workers 0, the CPU default)."""
+    from mt5study import batches as batches_lib
+    from mt5study.config import DataConfig, RunConfig
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    data = DataConfig(path=str(out), input_length=inputs_length, target_length=manifest["targets_length"])
+    t = time.perf_counter()
+    train = batches_lib.load_splits(data, seed=0)["train"]
+    open_s = time.perf_counter() - t
+    run = RunConfig(steps=batches, micro_batch=micro_batch, grad_accum=1, global_batch=micro_batch)
+    stream = batches_lib.MicroBatches(train, run, 0, 1, 0, 0)
+    stream[0]  # the first read opens the shards it needs
+    t = time.perf_counter()
+    for k in range(1, batches):
+        stream[k]
+    per_batch = (time.perf_counter() - t) / (batches - 1)
+    return {"micro_batch": micro_batch, "batches": batches, "open_s": round(open_s, 4),
+            "ms_per_micro_batch": round(per_batch * 1e3, 3),
+            "examples_per_s": round(micro_batch / per_batch, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
