@@ -109,6 +109,10 @@ class RunConfig(Section):
     folded into grad_accum, zero_stage becomes 0 and offload off (the resolved config.json shows
     the folded values). For trials whose question is neither the ZeRO stage nor the world size:
     in fp32 ZeRO-0 and ZeRO-3 curves agree to ~1e-5, and one process needs no launcher."""
+    threads: int | None = Field(default=None, gt=0)
+    """CPU threads of each process's kernels (torch.set_num_threads); None: the launch's share of
+    the cores (OMP_NUM_THREADS, cores / processes). A study that trains trials side by side sets
+    1 (`study.concurrency`); a reduction may round differently at another thread count."""
     launcher: Literal["auto", "accelerate"] = "auto"
     """auto: a world of one runs as one plain process (`mt5study train`, which sets up its own
     1-process group), several processes under `accelerate launch`; accelerate: always launched."""

@@ -14,9 +14,11 @@ port), under `python -m mt5study.launch machines`: the same launchers a cluster 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -266,6 +268,71 @@ def launch_env(processes_per_node: int = 1) -> dict[str, str]:
     return env
 
 
+# Trials run side by side (studies' `concurrency`) start from worker threads, where Python cannot
+# install signal handlers: each registers its forwarder here, and the study's main thread
+# forwards SIGUSR1/SIGTERM to all of them (`forwarding_to_workers`).
+_forwarders: dict[int, Any] = {}
+_forwarders_lock = threading.Lock()
+
+
+def in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def forwarding(forward: Any):
+    """SIGUSR1 and SIGTERM go to `forward(signum, frame)` while inside: as this process's handlers
+    in the main thread, else through the handlers of `forwarding_to_workers`."""
+    import signal
+
+    if in_main_thread():
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return
+    with _forwarders_lock:
+        _forwarders[id(forward)] = forward
+    try:
+        yield
+    finally:
+        with _forwarders_lock:
+            _forwarders.pop(id(forward), None)
+
+
+@contextlib.contextmanager
+def forwarding_to_workers():
+    """In the main thread while worker threads run trials: a SIGUSR1/SIGTERM reaching this process
+    goes on to every trial running now (each checkpoints, as a lone trial does)."""
+    def forward_all(signum, frame):
+        with _forwarders_lock:
+            targets = list(_forwarders.values())
+        for f in targets:
+            f(signum, frame)
+
+    with forwarding(forward_all):
+        yield
+
+
+@contextlib.contextmanager
+def ignoring_usr1():
+    """SIGUSR1 ignored while a child starts (it keeps that until its own handler is in place);
+    a no-op in a worker thread, which cannot change handlers: there a SIGUSR1 in the child's
+    first moments would end it rather than checkpoint it."""
+    import signal
+
+    if not in_main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
 def call_forwarding_signals(cmd: Sequence[str], env: dict[str, str], rank: bool = False, **popen: Any) -> int:
     """Run a launch, passing SIGUSR1/SIGTERM on to the training ranks only.
 
@@ -278,11 +345,8 @@ def call_forwarding_signals(cmd: Sequence[str], env: dict[str, str], rank: bool 
 
     import psutil
 
-    old = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    try:
+    with ignoring_usr1():
         proc = subprocess.Popen(list(cmd), env=env, **popen)
-    finally:
-        signal.signal(signal.SIGUSR1, old)
 
     def forward(signum, frame):  # noqa: ARG001
         if rank and proc.poll() is None:
@@ -293,12 +357,8 @@ def call_forwarding_signals(cmd: Sequence[str], env: dict[str, str], rank: bool 
         except psutil.Error:
             pass
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGUSR1, signal.SIGTERM)}
-    try:
+    with forwarding(forward):
         return proc.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _has_cuda() -> bool:

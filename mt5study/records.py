@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -216,20 +217,38 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_jsonable).encode()).hexdigest()
 
 
+# CPython 3.11's AST constructor keeps its recursion-depth count in state shared by threads: two
+# threads parsing at once can fail with "SystemError: AST constructor recursion depth mismatch"
+# (python/cpython#106905; seen here once in a test of trials side by side, which fingerprint the
+# code from worker threads at the same time), so the parse is serialised.
+_AST_LOCK = threading.Lock()
+_SOURCE_HASHES: dict[tuple[str, int, int, int], str] = {}
+
+
 def source_sha256(path: Path) -> str:
-    """sha256 of a Python file's syntax tree without docstrings; its bytes if it does not parse."""
+    """sha256 of a Python file's syntax tree without docstrings; its bytes if it does not parse.
+    Remembered per (path, size, mtime, inode), as file_sha256: a study fingerprints the same code
+    for every trial, and an edited file is parsed again."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key in _SOURCE_HASHES:
+        return _SOURCE_HASHES[key]
     text = path.read_bytes()
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError):
-        return hashlib.sha256(text).hexdigest()
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+    with _AST_LOCK:
+        try:
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError):
+            return hashlib.sha256(text).hexdigest()
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        dumped = ast.dump(tree)
+    _SOURCE_HASHES[key] = digest = hashlib.sha256(dumped.encode()).hexdigest()
+    return digest
 
 
 def code_fingerprint(kind: str = "train", package: Path | None = None) -> dict[str, Any]:

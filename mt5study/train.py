@@ -120,6 +120,7 @@ class _Run:
             self.timings["in_train"] = time.perf_counter() - self.t_entry  # this process's train() call
             summary = {"status": status, "world_size": self.accelerator.num_processes, **fields,
                        "engine": self.kind, "launcher": "none" if self.standalone else "accelerate",
+                       "threads": torch.get_num_threads(),  # CPU threads of this rank's kernels
                        "timings_seconds": self.timings,
                        "wall_seconds": time.perf_counter() - self.t_start + self.prior_wall}
             if self.params.run.precision == "fp16":
@@ -141,6 +142,8 @@ def train(params: TrainParams, out_dir: str | Path, resume: bool = False, overwr
     # From here on a SIGUSR1/SIGTERM is kept, not lost: the ranks start with SIGUSR1 ignored
     # (launch.call_forwarding_signals), so a warning during start-up would otherwise vanish.
     stopper = _Stop()
+    if run.threads:
+        torch.set_num_threads(run.threads)  # before any kernel runs (the forkserver has run none)
     # Bad input first: nothing below writes to `out` until the folder is prepared.
     refuse_completed(out, overwrite)
     checkpoints.check_pretrained(params)

@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,6 +37,7 @@ PRELOAD = ["mt5study.trial_server"]
 _VOLATILE_VARS = ("PYTEST_CURRENT_TEST",)
 
 _server: dict[str, Any] = {}  # {"ctx": context, "env": the load-time variables it started with}
+_starting = threading.Lock()
 
 
 def enabled() -> bool:
@@ -133,27 +135,22 @@ def call(argv: Sequence[str], log_path: str | Path) -> int | None:
     one-process run started by `launch.call_forwarding_signals` does.
     """
     env = _trial_env()
-    ctx = _context(env)
-    if ctx is None:
-        return None
-    proc = ctx.Process(target=_child, args=(list(argv), str(log_path), os.getcwd(), env), daemon=False)
-    old = signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the handler below is in place
-    try:
-        with main_hidden():
+    with _starting:  # trials side by side (worker threads) start one at a time: one server, one __main__
+        ctx = _context(env)
+        if ctx is None:
+            return None
+        proc = ctx.Process(target=_child, args=(list(argv), str(log_path), os.getcwd(), env), daemon=False)
+        with launch.ignoring_usr1(), main_hidden():  # until the handler below is in place
             proc.start()
-    finally:
-        signal.signal(signal.SIGUSR1, old)
 
     def forward(signum, frame):  # noqa: ARG001
         if proc.pid and proc.exitcode is None:
             os.kill(proc.pid, signal.SIGUSR1)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGUSR1, signal.SIGTERM)}
     try:
-        proc.join()
+        with launch.forwarding(forward):
+            proc.join()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if proc.exitcode is None:  # the caller was interrupted: the trial does not outlive it
             proc.terminate()
             proc.join()

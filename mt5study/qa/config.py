@@ -176,6 +176,9 @@ class FinetuneConfig(Section):
     """Dotted overrides of the training params (run.steps, optim.lr ...)."""
     compare_random_init: bool = True
     """Also fine-tune from random initialisation on the same budget (does pretraining help?)."""
+    concurrency: int = Field(default=1, gt=0)
+    """Runs trained side by side, each one process with run.threads set in `overrides` (the
+    studies' `study.concurrency`)."""
     seeds: list[int] = Field(default=[0], min_length=1)
     """run.seed of the fine-tuning runs, one run per start and seed (data order, dropout, and the
     random initialisation): >= 2 give each score a spread; with one, no spread can be given."""

@@ -21,6 +21,7 @@ data and the evaluations are redone when their own code changed (inputs.json in 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -170,7 +171,10 @@ def train_runs(params: QAParams, root: Path, data: Path, base: dict[str, Any], r
     manifest = records.read_json(Path(data) / "manifest.json")
     inits = INITS if params.qa.finetune.compare_random_init else INITS[:1]
     base_path = find(params.qa.finetune.params)
-    rows = []
+    from mt5study.studies.config import check_side_by_side
+    from mt5study.studies.runner import side_by_side
+
+    runs = []
     for init in inits:
         for seed in params.qa.finetune.seeds:
             overrides = run_overrides(params, base, data, init, seed)
@@ -180,15 +184,25 @@ def train_runs(params: QAParams, root: Path, data: Path, base: dict[str, Any], r
                 if n < need:
                     raise ValueError(f"QA {split} split has {n} training windows, fewer than one micro-batch on "
                                      f"every rank ({need}); add questions or lower run.micro_batch")
-            out = root / "runs" / init / f"seed{seed}"
-            print(f"[{params.qa.name}] fine-tuning from {init}, seed {seed}", flush=True)
-            summary = _train(out, base_path, overrides, redo, keep_stale)
-            print(f"[{params.qa.name}]   {summary.get('status')} eval_loss={summary.get('final_eval_loss')}", flush=True)
-            model_cfg = out / "model" / "config.json"
-            rows.append({"init": init, "seed": seed, "run": str(out), **{k: summary.get(k) for k in (
-                "status", "error", "steps", "tokens", "wall_seconds", "final_train_loss", "final_eval_loss")},
-                "dropout_rate": records.read_json(model_cfg).get("dropout_rate") if model_cfg.exists() else None,
-                **{k: v for k, v in records.provenance(out).items() if k != "run"}})
+            runs.append((init, seed, overrides))
+    concurrency = params.qa.finetune.concurrency
+    if concurrency > 1:
+        check_side_by_side(base_path, [(f"{i}/seed{s}", ov) for i, s, ov in runs], concurrency,
+                           f"{params.qa.name}: qa.finetune.concurrency")
+
+    def one(init: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
+        out = root / "runs" / init / f"seed{seed}"
+        print(f"[{params.qa.name}] fine-tuning from {init}, seed {seed}", flush=True)
+        summary = _train(out, base_path, overrides, redo, keep_stale)
+        print(f"[{params.qa.name}]   {init}, seed {seed}: {summary.get('status')} "
+              f"eval_loss={summary.get('final_eval_loss')}", flush=True)
+        model_cfg = out / "model" / "config.json"
+        return {"init": init, "seed": seed, "run": str(out), **{k: summary.get(k) for k in (
+            "status", "error", "steps", "tokens", "wall_seconds", "final_train_loss", "final_eval_loss")},
+            "dropout_rate": records.read_json(model_cfg).get("dropout_rate") if model_cfg.exists() else None,
+            **{k: v for k, v in records.provenance(out).items() if k != "run"}}
+
+    rows = side_by_side([functools.partial(one, *r) for r in runs], concurrency)
     table = pd.DataFrame(rows)
     table.to_parquet(root / "runs.parquet", index=False)
     return table

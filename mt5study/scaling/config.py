@@ -133,6 +133,9 @@ class Scaling(Section):
     search: SearchConfig | None = None
     """Also run Optuna's pruned search over the same grid for the sizes in `search_sizes`."""
     search_sizes: list[str] = []
+    concurrency: int = Field(default=1, gt=0)
+    """Grid trials of a size trained side by side (studies' `study.concurrency`; one-process trials
+    with run.threads set in `fixed`). The workers axis always runs alone: it times steps."""
     fit: FitConfig = FitConfig()
     steptime: StepTimeConfig | None = None
     recommend: RecommendConfig | None = None

@@ -61,7 +61,8 @@ def size_study(params: ScalingParams, size: str, source: str) -> StudyParams:
     s = params.scaling
     info = size_info(params).set_index("size").loc[size]
     doc = {"study": {"name": f"{s.name}-{size}", "base": s.base, "axes": {k: list(v) for k, v in s.axes.items()},
-                     "budget_tokens": int(info["tokens"]), "fixed": {**s.fixed, "model.preset": size}}}
+                     "budget_tokens": int(info["tokens"]), "fixed": {**s.fixed, "model.preset": size},
+                     "concurrency": s.concurrency}}
     if s.search is not None and size in s.search_sizes:
         doc["study"]["search"] = config.to_dict(s.search)
     return config.validate(doc, f"{source}: size {size}", StudyParams)

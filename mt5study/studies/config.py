@@ -75,6 +75,10 @@ class Study(Section):
     """Seeds (`run.seed`: initialisation and data order) every grid point trains with, so each
     compared number carries its spread (mean ± sd over seeds). None: the base file's seed only,
     one repeat, and the tables say that no spread can be given."""
+    concurrency: int = Field(default=1, gt=0)
+    """Grid trials trained side by side, each one process (world size 1). On a CPU of C cores,
+    set run.threads to C / concurrency in `fixed`: two 1-thread processes of a small model do
+    nearly twice the work of one 2-thread process (scripts/bench_concurrency.py)."""
     kind: Literal["grid", "search"] = "grid"
     search: SearchConfig = SearchConfig()
     lr_range: LRRangeConfig | None = None
@@ -166,4 +170,21 @@ def validate_trials(params: StudyParams, source: str) -> tuple[Path, list[tuple[
         except ConfigError as e:
             raise ConfigError(f"{source}: trial {name} ({values}) is invalid:\n{e}") from None
         trials.append((name, ov))
+    if study.concurrency > 1:
+        check_side_by_side(base_path, trials, study.concurrency, f"{source}: study.concurrency")
     return base_path, trials
+
+
+def check_side_by_side(base_path: Path, trials: list[tuple[str, dict[str, Any]]], concurrency: int,
+                       key: str) -> None:
+    """Trials trained `concurrency` at a time must each be one process with run.threads set: a
+    launched world brings its own processes, and unset threads would give every trial all the
+    cores (and oversubscribe them)."""
+    for name, ov in trials:
+        run = config.load(base_path, ov).run
+        if run.world_size != 1:
+            raise ConfigError(f"{key}={concurrency}: trial {name} runs {run.world_size} processes; side by side "
+                              "only one-process trials (run.one_process: true, or a world of one)")
+        if run.threads is None:
+            raise ConfigError(f"{key}={concurrency}: trial {name} has no run.threads; set it (cores / "
+                              "concurrency) so that the trials side by side do not oversubscribe the cores")

@@ -18,9 +18,13 @@ A preempted trial resumes from its checkpoint (when nothing changed); a failed o
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -126,26 +130,47 @@ def _last_error(log: str) -> str:
     return lines[-1].strip()[:500] if lines else "launch failed (see launch.log)"
 
 
+def side_by_side(jobs: list[Callable[[], Any]], concurrency: int) -> list[Any]:
+    """Run `jobs` (each trains or reuses one run) `concurrency` at a time; results in job order.
+
+    The callers check that every run is one process with its threads set (check_side_by_side).
+    Each job waits on its own trial process from a worker thread, and a SIGUSR1/SIGTERM reaching
+    the study goes on to every trial running (launch.forwarding_to_workers): each checkpoints."""
+    if concurrency <= 1 or len(jobs) <= 1:
+        return [job() for job in jobs]
+    with launch.forwarding_to_workers(), ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        return [f.result() for f in futures]
+
+
 def run_grid(params: StudyParams, source: str, out_dir: str | Path | None = None, redo: bool = False,
              keep_stale: bool = False) -> pd.DataFrame:
     """Train every grid point (validated first), then rebuild and return the results table."""
     base_path, trials = validate_trials(params, source)
     root = study_dir(params, out_dir) / "grid"
-    start, trained, timings = time.monotonic(), 0, []
-    for i, (name, ov) in enumerate(trials, 1):
-        elapsed = time.monotonic() - start
-        left = (f", {elapsed / 60:.1f} min so far, about {elapsed / trained * (len(trials) - i + 1) / 60:.1f} min left"
-                if trained else "")
-        print(f"[{params.study.name}] trial {i}/{len(trials)} {name}{left}", flush=True)
+    name_ = params.study.name
+    start, progress, timings, lock = time.monotonic(), {"started": 0, "trained": 0}, [], threading.Lock()
+
+    def one(name: str, ov: dict[str, Any]) -> dict[str, Any]:
+        with lock:
+            progress["started"] += 1
+            elapsed, done = time.monotonic() - start, progress["trained"]
+            left = (f", {elapsed / 60:.1f} min so far, about "
+                    f"{elapsed / done * (len(trials) - progress['started'] + 1) / 60:.1f} min left" if done else "")
+            print(f"[{name_}] trial {progress['started']}/{len(trials)} {name}{left}", flush=True)
         folder = root / "trials" / name
         before = (folder / TIMING_FILE).stat().st_mtime_ns if (folder / TIMING_FILE).exists() else None
         s = run_trial(folder, base_path, ov, redo=redo, keep_stale=keep_stale)
-        if (folder / TIMING_FILE).exists() and (folder / TIMING_FILE).stat().st_mtime_ns != before:
-            trained += 1  # trained now, not reused: counts for the pace and the overhead
-            timings.append(records.read_json(folder / TIMING_FILE))
-        print(f"[{params.study.name}]   {s.get('status')} eval_loss={s.get('final_eval_loss')}", flush=True)
+        with lock:
+            if (folder / TIMING_FILE).exists() and (folder / TIMING_FILE).stat().st_mtime_ns != before:
+                progress["trained"] += 1  # trained now, not reused: counts for the pace and the overhead
+                timings.append(records.read_json(folder / TIMING_FILE))
+            print(f"[{name_}]   {name}: {s.get('status')} eval_loss={s.get('final_eval_loss')}", flush=True)
+        return s
+
+    side_by_side([functools.partial(one, name, ov) for name, ov in trials], params.study.concurrency)
     if line := overhead_line(timings):
-        print(f"[{params.study.name}] {line}", flush=True)
+        print(f"[{name_}] {line}", flush=True)
     return results_table(root, axis_keys(params.study), names=[name for name, _ in trials])
 
 

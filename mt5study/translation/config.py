@@ -150,6 +150,9 @@ class FinetuneConfig(Section):
     checkpoint: str | None = None  # the pretraining run's model/ folder or a hub name; None with pretrain
     overrides: dict[str, Any] = {}  # dotted overrides of the training params
     compare_random_init: bool = True  # also train from random initialisation, same params and budget
+    concurrency: int = Field(default=1, gt=0)
+    """Runs trained side by side, each one process with run.threads set in `overrides` (the
+    studies' `study.concurrency`)."""
     seeds: list[int] = Field(default=[0], min_length=1)
     """run.seed of the runs of each start (data order, dropout, and the random init's weights)."""
 

@@ -19,6 +19,7 @@ once per seed so that the difference between starts can be set against the sprea
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -69,17 +70,29 @@ def train_runs(params: TranslationParams, root: Path, data: Path, base: dict[str
     tr = params.translation
     inits = INITS if tr.finetune.compare_random_init else INITS[:1]
     base_path = find(tr.finetune.params)
-    rows = []
+    from mt5study.studies.config import check_side_by_side
+    from mt5study.studies.runner import side_by_side
+
+    runs = []
     for init in inits:
         for seed in tr.finetune.seeds:
             overrides = run_overrides(params, base, data, init, seed)
             check_fits(params, data, config.load(base_path, overrides, schema=config.TrainParams))
-            out = run_dir(root, init, seed)
-            print(f"[{tr.name}] fine-tuning from {init}, seed {seed} -> {out}", flush=True)
-            summary = qa_finetune._train(out, base_path, overrides, redo, keep_stale)
-            print(f"[{tr.name}]   {summary.get('status')} eval_loss={summary.get('final_eval_loss')}", flush=True)
-            rows.append({"init": init, "seed": seed, "run": str(out), **{k: summary.get(k) for k in (
-                "status", "error", "steps", "tokens", "wall_seconds", "final_train_loss", "final_eval_loss")}})
+            runs.append((init, seed, overrides))
+    if tr.finetune.concurrency > 1:
+        check_side_by_side(base_path, [(f"{i}/seed{s}", ov) for i, s, ov in runs], tr.finetune.concurrency,
+                           f"{tr.name}: translation.finetune.concurrency")
+
+    def one(init: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
+        out = run_dir(root, init, seed)
+        print(f"[{tr.name}] fine-tuning from {init}, seed {seed} -> {out}", flush=True)
+        summary = qa_finetune._train(out, base_path, overrides, redo, keep_stale)
+        print(f"[{tr.name}]   {init}, seed {seed}: {summary.get('status')} "
+              f"eval_loss={summary.get('final_eval_loss')}", flush=True)
+        return {"init": init, "seed": seed, "run": str(out), **{k: summary.get(k) for k in (
+            "status", "error", "steps", "tokens", "wall_seconds", "final_train_loss", "final_eval_loss")}}
+
+    rows = side_by_side([functools.partial(one, *r) for r in runs], tr.finetune.concurrency)
     table = pd.DataFrame(rows)
     table.to_parquet(root / "runs.parquet", index=False)
     return table
