@@ -11,7 +11,9 @@
 and refuses a file without them (naming the file). The section gives the machine, the default
 study's wall time per step (outputs/pipeline.json), the precision study's final eval losses as
 mean ± sd over seeds with n, the best batch and learning rate with its verdict, QA EM/F1 for
-both starts, and the verdict sentences, each read from the results tables of the study folders.
+both starts, translation BLEU/chrF++ for both starts, the scaling study's held-out gap, laws,
+step-time error and per-trial overhead, and the verdict sentences, each read from the results
+tables of the study folders.
 A study not run yet is said to be missing, not filled in.
 """
 
@@ -87,6 +89,26 @@ def section(outputs: Path) -> str:
                      + (f" {qa['verdict']}" if qa.get("verdict") else ""))
     else:
         lines.append("- QA study: not run yet.")
+
+    tr = report.translation_findings(outputs / "translation") if (outputs / "translation" / "results.parquet").exists() else None
+    if tr:
+        from mt5study.translation import tables as tr_tables
+
+        lines.append(f"- **Translation** (`outputs/translation`): " + " ".join(tr_tables.headline(tr)))
+        lines += [f"  - {s}" for s in tr_tables.sentences(tr)[1:]]
+    else:
+        lines.append("- Translation study: not run yet.")
+
+    sc = report.scaling_findings(outputs / "scaling")
+    if sc:
+        lines.append("- **Scaling** (`outputs/scaling`):")
+        lines += [f"  - {s}" for s in sc["sentences"]]
+        over = (sc["headline"] or {}).get("trial_overhead") or {}
+        if over.get("fraction") is not None:
+            lines.append(f"  - Per-trial overhead (process start, set-up, final save): {over['overhead_seconds']:.0f} s "
+                         f"of {over['wall_seconds']:.0f} s over {over['trials']} trials ({over['fraction']:.1%}).")
+    else:
+        lines.append("- Scaling study: not run yet.")
     return "\n".join(lines) + "\n"
 
 

@@ -218,6 +218,11 @@ def test_readme_measured_section_is_read_from_outputs_and_replaces_only_its_bloc
     assert "fp32 ZeRO-0 6.100 ± 0.100 (n=3, 100 tokens/s)" in block and "12 steps per trial" in block
     assert "bf16 is worse than fp32 on final eval loss by 0.010" in block
     assert "Batch × learning rate study: not run yet." in block and "not run yet" in block.split("Default study")[1]
+    assert "Translation study: not run yet." in block and "Scaling study: not run yet." in block
+    (out / "scaling").mkdir()
+    (out / "scaling" / "scaling.json").write_text(
+        '{"trial_overhead": {"trials": 40, "wall_seconds": 1000.0, "overhead_seconds": 120.0, "fraction": 0.12}}')
+    assert "Per-trial overhead (process start, set-up, final save): 120 s of 1000 s over 40 trials (12.0%)." in rm.section(out)
     readme = f"# x\n\n## Measured here\n{rm.BEGIN}\nold numbers\n{rm.END}\nkept\n"
     new = rm.replace(readme, block)
     assert "old numbers" not in new and block in new and new.endswith(f"{rm.END}\nkept\n")
