@@ -179,6 +179,10 @@ def verdict(a: Sequence[float], b: Sequence[float], name_a: str, name_b: str, me
         bound = max(abs(d.low), abs(d.high), 10**-digits)  # below the last shown digit: say so
         return (f"{name_a} matches {name_b} within noise on {metric}: {nums}; {why} contains 0, so any "
                 f"difference is smaller than {bound:.{digits}f}.")
+    if abs(d.diff) < 0.5 * 10**-digits:  # real (the interval excludes 0) but below the digits shown
+        return (f"{name_a} and {name_b} differ on {metric} by less than {0.5 * 10**-digits:.{digits + 1}f}, below "
+                f"the digits shown: {nums}; {why} excludes 0, so the difference is consistent over {over} but "
+                f"negligible at this precision.")
     better = (d.diff < 0) == lower_is_better
     word = "better" if better else "worse"
     return f"{name_a} is {word} than {name_b} on {metric} by {abs(d.diff):.{digits}f}: {nums}; {why} excludes 0."

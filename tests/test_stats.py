@@ -45,6 +45,18 @@ def test_same_distribution_is_within_noise_and_a_shift_is_not(test):
     assert better.startswith("pretrained is better than random on F1")
 
 
+def test_a_real_difference_below_the_digits_shown_is_not_called_worse():
+    # ZeRO-3 vs ZeRO-0 in fp32: the same curve to ~1e-5 on every seed, so a paired interval
+    # excludes 0; "worse by 0.000" would mislead a reader.
+    b = [6.60, 6.67, 6.75]
+    a = [v + 1.2e-5 + 1e-7 * i for i, v in enumerate(b)]
+    sentence = stats.verdict(a, b, "ZeRO-3", "ZeRO-0", "eval loss", test="paired-t")
+    assert sentence.startswith("ZeRO-3 and ZeRO-0 differ on eval loss by less than 0.0005, below the digits shown")
+    assert "excludes 0" in sentence and "worse" not in sentence and "negligible" in sentence
+    shown = stats.verdict([v + 0.01 for v in b], b, "bf16", "fp32", "eval loss", test="paired-t")
+    assert shown.startswith("bf16 is worse than fp32 on eval loss by 0.010")
+
+
 def test_welch_interval_matches_scipy():
     a, b = [1.0, 1.2, 1.1, 1.3], [0.7, 0.9, 0.8]
     d = stats.difference(a, b, test="welch")
