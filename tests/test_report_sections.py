@@ -92,6 +92,13 @@ def test_scaling_sentences_come_from_the_numbers(tmp_path):
     assert any("optimum of ladder-2 lies on its grid's edge" in s for s in bad)
     assert scaling_tables.findings(tmp_path / "absent") is None
     assert scaling_tables.findings(tmp_path / "a")["sentences"] == good
+    # a law whose bootstrap refits were not finite says so instead of printing "nan to nan"
+    summary = records.read_json(tmp_path / "a" / "scaling.json")
+    summary["laws"][0].update(exponent_low=float("nan"), exponent_high=float("nan"))
+    records.write_json_atomic(tmp_path / "a" / "scaling.json", summary)
+    laws_line = scaling_tables.sentences(tmp_path / "a")[1]
+    assert "eta* ∝ parameters^-0.235 (no interval: some bootstrap refits were not finite)" in laws_line
+    assert "nan" not in laws_line.lower()
 
 
 def _translation_findings():

@@ -54,6 +54,14 @@ def _interval(value: Any, low: Any, high: Any, digits: int = 3) -> str:
     return f"{_g(value, digits)} ({_g(low, digits)} to {_g(high, digits)})"
 
 
+def _span(low: Any, high: Any) -> str:
+    """'-0.589 to 2.073', or why there is no interval (a bootstrap refit that was not finite:
+    optima extrapolated far beyond a grid whose best point lies on its edge)."""
+    if any(v is None or not math.isfinite(float(v)) for v in (low, high)):
+        return "no interval: some bootstrap refits were not finite"
+    return f"{float(low):.3f} to {float(high):.3f}"
+
+
 def _yes(flag: Any) -> str:
     return "yes" if bool(flag) else "no"
 
@@ -173,7 +181,7 @@ def sentences(root: str | Path) -> list[str]:
     laws = h.get("laws") or []
     if laws:
         lines.append(f"Scaling laws (every size, {laws[0]['confidence'] * 100:.0f} % bootstrap intervals): " + "; ".join(
-            f"{law['quantity']} ∝ {law['x']}^{law['exponent']:.3f} ({law['exponent_low']:.3f} to {law['exponent_high']:.3f})"
+            f"{law['quantity']} ∝ {law['x']}^{law['exponent']:.3f} ({_span(law['exponent_low'], law['exponent_high'])})"
             for law in laws) + ".")
     steps = h.get("steptime") or []
     if steps:
