@@ -108,7 +108,7 @@ print(report.language_table(sharded)[["docs_read", "docs_kept", "tokens", "train
 ## Projection: all of mC4 (6.3T tokens, 101 languages; Xue et al. 2021) on N nodes
 
 From the measured tokens per second per task and the scaling efficiency at two tasks
-(`scripts/bench_etl.py --sharded-only`, on this machine with its cores shared); without that
+(`scripts/bench_etl.py --sharded-only`, on the machine that ran the benchmark); without that
 file, this run's own per-task rate and an efficiency of 1 (said below). The rate was measured
 with this study's small tokenizer on manual pages: mT5's 250k-piece tokenizer and web text
 change it. Disk: example shards at mT5's lengths plus the cleaned text kept between stages.
