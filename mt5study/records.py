@@ -198,12 +198,17 @@ class InputsError(RuntimeError):
     """A run's inputs cannot be named by content (missing data or checkpoint, unreadable manifest)."""
 
 
+def _stat_key(path: Path) -> tuple[str, int, int, int]:
+    """What says a file is unchanged for the hash caches: (path, size, mtime, inode)."""
+    st = path.stat()
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file's bytes, remembered per (path, size, mtime, inode) so that a multi-GB
     checkpoint is read once per process; a rewritten or replaced file is hashed again."""
     path = Path(path).resolve()
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    key = _stat_key(path)
     if key not in _HASHES:
         h = hashlib.sha256()
         with path.open("rb") as f:
@@ -230,8 +235,7 @@ def source_sha256(path: Path) -> str:
     Remembered per (path, size, mtime, inode), as file_sha256: a study fingerprints the same code
     for every trial, and an edited file is parsed again."""
     path = Path(path).resolve()
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    key = _stat_key(path)
     if key in _SOURCE_HASHES:
         return _SOURCE_HASHES[key]
     text = path.read_bytes()

@@ -174,7 +174,7 @@ def train_runs(params: QAParams, root: Path, data: Path, base: dict[str, Any], r
     from mt5study.studies.config import check_side_by_side
     from mt5study.studies.runner import side_by_side
 
-    runs = []
+    runs, loaded = [], []
     for init in inits:
         for seed in params.qa.finetune.seeds:
             overrides = run_overrides(params, base, data, init, seed)
@@ -185,10 +185,10 @@ def train_runs(params: QAParams, root: Path, data: Path, base: dict[str, Any], r
                     raise ValueError(f"QA {split} split has {n} training windows, fewer than one micro-batch on "
                                      f"every rank ({need}); add questions or lower run.micro_batch")
             runs.append((init, seed, overrides))
+            loaded.append((f"{init}/seed{seed}", train.run))
     concurrency = params.qa.finetune.concurrency
     if concurrency > 1:
-        check_side_by_side(base_path, [(f"{i}/seed{s}", ov) for i, s, ov in runs], concurrency,
-                           f"{params.qa.name}: qa.finetune.concurrency")
+        check_side_by_side(loaded, concurrency, f"{params.qa.name}: qa.finetune.concurrency")
 
     def one(init: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
         out = root / "runs" / init / f"seed{seed}"

@@ -161,27 +161,25 @@ def validate_trials(params: StudyParams, source: str) -> tuple[Path, list[tuple[
     base = config.load(base_path)
     if not isinstance(base, TrainParams):
         raise ConfigError(f"{source}: study.base={study.base} is not a training params file")
-    trials = []
+    trials, runs = [], []
     for values in grid(study):
         name = trial_name(values)
         ov = trial_overrides(study, base, values)
         try:
-            config.load(base_path, ov)
+            runs.append((name, config.load(base_path, ov).run))
         except ConfigError as e:
             raise ConfigError(f"{source}: trial {name} ({values}) is invalid:\n{e}") from None
         trials.append((name, ov))
     if study.concurrency > 1:
-        check_side_by_side(base_path, trials, study.concurrency, f"{source}: study.concurrency")
+        check_side_by_side(runs, study.concurrency, f"{source}: study.concurrency")
     return base_path, trials
 
 
-def check_side_by_side(base_path: Path, trials: list[tuple[str, dict[str, Any]]], concurrency: int,
-                       key: str) -> None:
+def check_side_by_side(runs: list[tuple[str, Any]], concurrency: int, key: str) -> None:
     """Trials trained `concurrency` at a time must each be one process with run.threads set: a
     launched world brings its own processes, and unset threads would give every trial all the
-    cores (and oversubscribe them)."""
-    for name, ov in trials:
-        run = config.load(base_path, ov).run
+    cores (and oversubscribe them). `runs`: (trial name, its validated RunConfig)."""
+    for name, run in runs:
         if run.world_size != 1:
             raise ConfigError(f"{key}={concurrency}: trial {name} runs {run.world_size} processes; side by side "
                               "only one-process trials (run.one_process: true, or a world of one)")

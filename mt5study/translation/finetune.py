@@ -73,15 +73,16 @@ def train_runs(params: TranslationParams, root: Path, data: Path, base: dict[str
     from mt5study.studies.config import check_side_by_side
     from mt5study.studies.runner import side_by_side
 
-    runs = []
+    runs, loaded = [], []
     for init in inits:
         for seed in tr.finetune.seeds:
             overrides = run_overrides(params, base, data, init, seed)
-            check_fits(params, data, config.load(base_path, overrides, schema=config.TrainParams))
+            train = config.load(base_path, overrides, schema=config.TrainParams)
+            check_fits(params, data, train)
             runs.append((init, seed, overrides))
+            loaded.append((f"{init}/seed{seed}", train.run))
     if tr.finetune.concurrency > 1:
-        check_side_by_side(base_path, [(f"{i}/seed{s}", ov) for i, s, ov in runs], tr.finetune.concurrency,
-                           f"{tr.name}: translation.finetune.concurrency")
+        check_side_by_side(loaded, tr.finetune.concurrency, f"{tr.name}: translation.finetune.concurrency")
 
     def one(init: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
         out = run_dir(root, init, seed)
