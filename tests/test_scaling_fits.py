@@ -84,3 +84,29 @@ def test_frontier_is_the_lower_envelope():
     f = fits.frontier(c, bins=8)
     assert list(f["loss"]) == sorted(f["loss"], reverse=True)
     assert f["loss"].iloc[-1] == 2.5 and f["loss"].iloc[0] == 5
+
+
+def test_bootstrap_of_a_flat_surface_stays_finite_and_within_a_step_of_the_grid():
+    # Noise far above the curvature: refits put their minimum anywhere, often at exp(+-40).
+    lr, batch, loss = surface_points(1e6, noise=0.5, seed=3)
+    s = fits.fit_surface(lr, batch, loss, trim=None)
+    reps = fits.bootstrap_optima(s, 200, seed=0)
+    assert np.isfinite(reps).all()
+    lr_step, b_step = np.log(4.0) / 2, np.log(3.0)  # the grid's spacing in log lr, log batch
+    assert np.log(reps[:, 0]).min() >= np.log(lr.min()) - lr_step - 1e-9
+    assert np.log(reps[:, 0]).max() <= np.log(lr.max()) + lr_step + 1e-9
+    assert np.log(reps[:, 1]).max() <= np.log(batch.max()) + b_step + 1e-9
+    # Some replicates really were clipped (else this test checks nothing): they sit on the bound.
+    on_bound = np.isclose(np.log(reps[:, 0]), np.log(lr.max()) + lr_step) | np.isclose(
+        np.log(reps[:, 0]), np.log(lr.min()) - lr_step)
+    assert on_bound.any()
+    law = fits.fit_power_law("lr", N, [s.lr] * 4, np.stack([reps[:, 0]] * 4, axis=1))
+    assert all(np.isfinite(law.interval("b")))
+
+
+def test_a_fitted_optimum_far_outside_the_grid_is_flagged_and_held_a_step_past_it():
+    # The truth lies 8x beyond the grid's largest lr: the quadratic's minimum runs off with it.
+    lr, batch, loss = surface_points(1e6, noise=0.0, shift=1 / 32)
+    s = fits.fit_surface(lr, batch, loss, trim=None)
+    assert any("extend" in e for e in s.edge)
+    assert np.log(s.lr) <= np.log(lr.max()) + np.log(4.0) / 2 + 1e-9  # one step of the 5-point grid

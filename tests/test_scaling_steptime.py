@@ -65,3 +65,31 @@ def test_recommendation_marks_extrapolation_and_gives_days():
     d = days[(days.preset == "mt5-xxl") & (days.nodes == 4)]
     assert d["days"].iloc[0] > 0
     assert (days[days.preset == "mt5-small"]["days"].diff().dropna() < 0).all()  # more nodes, fewer days
+
+
+def test_validate_calibrates_the_gather_cost_on_one_rank_and_predicts_two(monkeypatch):
+    import pandas as pd
+
+    from mt5study.scaling import config as scaling_config, workers
+    from mt5study.paths import ROOT
+
+    params = scaling_config.load(ROOT / "params/cpu/scaling_smoke.yaml")
+    modules = steptime.modules_with_parameters(params.scaling.steptime.preset)
+    flops, peak, gather = 1e9, 1e10, 2e-3
+    one0 = flops / (peak * 0.5)  # MFU 0.5
+    runs = pd.DataFrame([
+        {"world_size": 1, "zero_stage": 0, "step_seconds": one0, "flops_per_step": flops},
+        {"world_size": 1, "zero_stage": 3, "step_seconds": one0 + 2 * modules * gather, "flops_per_step": flops},
+        {"world_size": 2, "zero_stage": 3, "step_seconds": 1.0, "flops_per_step": 2 * flops},
+    ])
+    inputs = {"peak_flops_per_rank": {1: peak, 2: peak}, "link": {"bandwidth_bytes_per_s": 1e9, "latency_s": 1e-4}}
+    t = workers.validate(params, runs, inputs)
+    assert t["gather_ms"].iloc[0] == pytest.approx(gather * 1e3)
+    assert t["calibrated"].tolist() == [True, True, False]
+    assert t["error_percent"].iloc[:2].abs().max() == pytest.approx(0, abs=1e-9)  # fitted by construction
+    two = t.iloc[2]
+    assert two["predicted_gather_s"] == pytest.approx(2 * modules * gather)
+    assert two["predicted_step_seconds"] == pytest.approx(one0 + two["predicted_comm_s"] + 2 * modules * gather)
+    # Without a [1, 3] run there is nothing to calibrate on: the gather term is 0, not guessed.
+    t0 = workers.validate(params, runs.drop(index=1), inputs)
+    assert (t0["predicted_gather_s"] == 0).all()

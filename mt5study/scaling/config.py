@@ -128,6 +128,11 @@ class Scaling(Section):
     holdout: str | None = None
     """The size left out of the fit and predicted; None = the largest."""
     axes: dict[str, list[Any]]
+    """The grid of the first (smallest) size; every size's own grid with lr_by_width."""
+    lr_by_width: bool = False
+    """Each size's lr values = axes' x (d_model of the first size / its d_model), 3 significant
+    digits: Adam's best hidden-layer lr falls as 1/width (muP, Yang et al. 2022), so one grid
+    ratio brackets every size's optimum instead of the larger sizes' falling off its low edge."""
     budget: Budget
     fixed: dict[str, Any] = {}
     search: SearchConfig | None = None

@@ -1,10 +1,13 @@
 """Fits of the scaling study: the loss surface per size, power laws of the optimum, the frontier.
 
 - `fit_surface`: loss as a quadratic in (log lr, log batch) by least squares, its minimum (the
-  smooth optimum eta*, B*, not the grid's argmin), and flags when that minimum, or the grid's
+  smooth optimum eta*, B*, not the grid's argmin; at most one grid step past the grid), and flags when that minimum, or the grid's
   best point, lies on or beyond the grid's edge (extend the grid: the optimum is not bracketed).
 - `bootstrap_optima`: residual bootstrap of the surface fit (refit on fitted values plus resampled
-  residuals), giving replicates of (eta*, B*) per size.
+  residuals), giving replicates of (eta*, B*) per size. A replicate's optimum is clipped to the
+  grid widened by one grid step on each side: a nearly flat refit puts its minimum at exp(+-40)
+  and one such replicate made every law interval NaN; beyond a step past the grid the data say
+  nothing, and the clip keeps the interval as wide as the grid allows instead of undefined.
 - `fit_power_law`: log y = log a + b log x through the sizes' optima; each bootstrap replicate
   refits the line, so the exponent, the prefactor and every prediction carry an interval.
   `predict` marks a point outside the fitted x range as an extrapolation.
@@ -95,6 +98,9 @@ def fit_surface(lr, batch, loss, label: str = "surface", trim: float | None = 0.
     convex, opt = _minimum(coef)
     edge = _edges(lr, batch, grid_best, opt + np.array(center) if convex else None)
     if convex:
+        # As the bootstrap's replicates: no further than one grid step past the grid (flagged above).
+        (xlo, xhi), (ylo, yhi) = _widened(x_all - center[0]), _widened(y_all - center[1])
+        opt = np.clip(opt, [xlo, ylo], [xhi, yhi])
         lr_opt, batch_opt = float(np.exp(opt[0] + center[0])), float(np.exp(opt[1] + center[1]))
     else:
         edge.append("surface not convex: optimum from the grid's best point")
@@ -136,6 +142,7 @@ def bootstrap_optima(surface: Surface, n: int, seed: int = 0) -> np.ndarray:
     # Residuals scaled to an unbiased sd (n - 6 degrees of freedom), as in a standard residual bootstrap.
     resid = (z - fitted) * np.sqrt(len(z) / max(1, len(z) - N_COEF))
     rng = np.random.default_rng(seed)
+    xr, yr = _widened(x), _widened(y)  # (low, high) of log lr and log batch, centred
     out = np.empty((n, 2))
     for i in range(n):
         zz = fitted + rng.choice(resid, size=len(z), replace=True)
@@ -143,8 +150,16 @@ def bootstrap_optima(surface: Surface, n: int, seed: int = 0) -> np.ndarray:
         if not convex:
             j = int(np.argmin(zz))
             opt = np.array([x[j], y[j]])
+        opt = np.clip(opt, [xr[0], yr[0]], [xr[1], yr[1]])
         out[i] = np.exp(opt + np.array(surface.center))
     return out
+
+
+def _widened(v: np.ndarray) -> tuple[float, float]:
+    """The range of a grid axis (log units) widened by its median step on each side."""
+    vals = np.unique(np.round(v, 9))
+    step = float(np.median(np.diff(vals))) if len(vals) > 1 else 0.0
+    return float(vals[0] - step), float(vals[-1] + step)
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,25 @@
 The model (`predict`): one optimizer step takes
     compute  = FLOPs per step / (devices x peak FLOP/s per device x MFU)
     comm     = bytes each device sends per step / link bandwidth + collectives x latency
-    step     = compute + (1 - overlap) x comm
+    gathers  = ZeRO-3 module gathers per step x software cost of one gather
+    step     = compute + (1 - overlap) x comm + gathers
 Bytes per step (Rajbhandari et al. 2020, ZeRO, sec. 7): plain data parallelism and ZeRO-1/2
 move 2 x Psi elements per step (gradient reduce-scatter + all-gather: one all-reduce), ZeRO-3
 3 x Psi (parameters all-gathered in forward and again in backward, gradients reduce-scattered),
 each a ring collective in which a device sends (n - 1) / n of the data per pass, in the
 communication dtype. ZeRO-2 and -3 communicate per micro-batch, 0 and 1 per optimizer step.
 
+ZeRO-3 fetches every module's parameters before its forward and again before its backward, and
+releases them after: DeepSpeed's hooks, partition bookkeeping and the (re)allocation of the
+gathered tensor cost time at any world size, communication or not. That software cost per gather
+is the `gathers` term; on a GPU it hides partly behind the prefetch stream, on 2 CPU processes
+it does not (measured: the 2-rank ZeRO-3 step was 2.4x the ZeRO-0 one, of which the bytes and
+latency explain a fifth).
+
 Measured here (`measure_peak`, `measure_link`): the CPU's matmul FLOP/s at the threads a rank
-gets (cores / ranks), and gloo's all-reduce bandwidth and latency between two processes.
-`validate` calibrates MFU on the 1-rank run and predicts every 2-rank run from the model.
+gets, and gloo's all-reduce bandwidth and latency between two processes. `validate` calibrates
+two numbers on 1-rank runs, MFU on ZeRO-0 and the cost of one gather on ZeRO-3, and predicts
+every 2-rank run from the model.
 """
 
 from __future__ import annotations
@@ -47,17 +56,28 @@ def collectives(n_modules: int, zero_stage: int, devices: int, micro_steps: int 
     return per_micro * micro_steps + per_step
 
 
+def gathers(n_modules: int, zero_stage: int, micro_steps: int = 1) -> int:
+    """ZeRO-3 module gathers per optimizer step (forward and backward of every module with
+    parameters, per micro-batch) at any world size; none below stage 3."""
+    return 2 * n_modules * micro_steps if zero_stage == 3 else 0
+
+
 def predict(flops_per_step: float, devices: int, peak_flops: float, mfu: float, n_params: int,
             zero_stage: int, bandwidth: float, overlap: float = 0.0, precision: str = "fp32",
-            latency: float = 0.0, n_modules: int = 0, micro_steps: int = 1) -> dict[str, float]:
-    """Seconds per optimizer step: compute, communication and their sum after overlap.
+            latency: float = 0.0, n_modules: int = 0, micro_steps: int = 1,
+            gather_s: float = 0.0) -> dict[str, float]:
+    """Seconds per optimizer step: compute, communication, ZeRO-3's gathers and their sum.
 
-    peak_flops: FLOP/s of one device; bandwidth: bytes/s per device; latency: s per collective.
+    peak_flops: FLOP/s of one device; bandwidth: bytes/s per device; latency: s per collective;
+    gather_s: s of software per ZeRO-3 module gather (not hidden by `overlap`: it runs on the
+    step's own thread).
     """
     compute = flops_per_step / (devices * peak_flops * mfu)
     comm = (comm_bytes(n_params, zero_stage, devices, precision, micro_steps) / bandwidth
             + collectives(n_modules, zero_stage, devices, micro_steps) * latency)
-    return {"compute_s": compute, "comm_s": comm, "step_s": compute + (1 - overlap) * comm}
+    gather = gathers(n_modules, zero_stage, micro_steps) * gather_s
+    return {"compute_s": compute, "comm_s": comm, "gather_s": gather,
+            "step_s": compute + (1 - overlap) * comm + gather}
 
 
 def modules_with_parameters(preset: str) -> int:

@@ -56,11 +56,23 @@ def size_info(params: ScalingParams) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def size_axes(params: ScalingParams, size: str) -> dict[str, list]:
+    """The batch x lr grid of one size: the params' axes, lr scaled by 1/width with lr_by_width."""
+    s = params.scaling
+    axes = {k: list(v) for k, v in s.axes.items()}
+    if s.lr_by_width:
+        from mt5study.model import PRESETS as DIMS
+
+        ratio = DIMS[s.sizes[0]]["d_model"] / DIMS[size]["d_model"]
+        axes["optim.lr"] = [float(f"{v * ratio:.3g}") for v in axes["optim.lr"]]
+    return axes
+
+
 def size_study(params: ScalingParams, size: str, source: str) -> StudyParams:
-    """The batch x lr grid of one size as a studies-runner study (same axes, its own budget)."""
+    """The batch x lr grid of one size as a studies-runner study (its own axes and budget)."""
     s = params.scaling
     info = size_info(params).set_index("size").loc[size]
-    doc = {"study": {"name": f"{s.name}-{size}", "base": s.base, "axes": {k: list(v) for k, v in s.axes.items()},
+    doc = {"study": {"name": f"{s.name}-{size}", "base": s.base, "axes": size_axes(params, size),
                      "budget_tokens": int(info["tokens"]), "fixed": {**s.fixed, "model.preset": size},
                      "concurrency": s.concurrency}}
     if s.search is not None and size in s.search_sizes:

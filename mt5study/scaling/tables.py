@@ -117,12 +117,16 @@ def steptime_table(t: pd.DataFrame) -> pd.DataFrame:
         "predicted (s/step)": [_g(x) for x in t["predicted_step_seconds"]],
         "error (%)": [f"{x:+.1f}" for x in t["error_percent"]],
     })
+    if "calibrated" in t:  # a 1-rank run fits MFU or the gather cost: its error is 0 by construction
+        out["role"] = ["calibration" if c else "prediction" for c in t["calibrated"]]
     if "tokens_per_second" in t:
         out["tokens/s"] = [_g(x) for x in t["tokens_per_second"]]
     if "peak_memory_gib_per_rank" in t:
         out["peak memory per rank (GiB)"] = [_g(x) for x in t["peak_memory_gib_per_rank"]]
     if "within_tolerance" in t:
         out["within tolerance"] = [_yes(x) for x in t["within_tolerance"]]
+    if "gather_ms" in t and t["zero_stage"].eq(3).any():
+        out["ZeRO-3 gather (ms, calibrated)"] = [_g(g) if z == 3 else "" for g, z in t[["gather_ms", "zero_stage"]].itertuples(index=False)]
     return out
 
 

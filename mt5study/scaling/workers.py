@@ -4,8 +4,11 @@ model's error against them.
 Each (world size, ZeRO stage) is a real `mt5study launch` through the studies runner (reusable
 run folders under steptime/trials/), at the same micro-batch per rank (weak scaling). The model
 (mt5study.scaling.steptime) takes its inputs from measurements made now: the matmul FLOP/s at
-the threads a rank gets (cores / world size) and gloo's all-reduce bandwidth and latency. MFU is
-the one fitted number: calibrated on the 1-rank ZeRO-0 run, then every other run is predicted.
+the threads a rank gets and gloo's all-reduce bandwidth and latency. Every rank of every run gets
+the same threads (cores / the largest world size), so a rank's compute is the same work on the
+same cores at every world size and the runs differ by what the model says they differ by. Two
+numbers are calibrated on 1-rank runs: MFU on ZeRO-0, and, when the runs include [1, 3], the
+software cost of one ZeRO-3 module gather; every 2-rank run is then predicted.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ def run_workers(params: ScalingParams, root: Path, redo: bool = False, keep_stal
     """Train one short run per (world size, stage); tokens/s, step seconds, peak memory per rank."""
     st = params.scaling.steptime
     base_path = resolve(params.scaling.base)
+    threads = rank_threads(st.runs)
     rows = []
     for i, (world, stage) in enumerate(st.runs, 1):
         name = f"world={world}__zero_stage={stage}"
         ov = {"model.preset": st.preset, "run.processes_per_node": world, "run.nodes": 1, "run.zero_stage": stage,
+              "run.threads": threads,
               "run.micro_batch": st.micro_batch, "run.grad_accum": 1, "run.global_batch": st.micro_batch * world,
               "run.steps": st.steps, "run.log_every": 1, "run.eval_every": 0, "run.eval_batches": 1,
               "run.checkpoint_every": 0}
@@ -51,19 +56,28 @@ def run_workers(params: ScalingParams, root: Path, redo: bool = False, keep_stal
     return pd.DataFrame(rows)
 
 
+def rank_threads(runs: list[list[int]]) -> int:
+    """CPU threads of every rank in every run: the cores shared by the largest world size."""
+    return max(1, (os.cpu_count() or 1) // max(w for w, _ in runs))
+
+
 def measure_inputs(params: ScalingParams, root: Path, worlds: list[int]) -> dict:
-    """Peak FLOP/s per rank at each world size's threads, and the gloo link between 2 ranks."""
+    """Peak FLOP/s per rank at the ranks' threads, and the gloo link between 2 ranks."""
     cores = os.cpu_count() or 1
     st = params.scaling.steptime
-    peak = {w: steptime.measure_peak(max(1, cores // w)) for w in sorted(set(worlds))}
+    threads = rank_threads(st.runs)
+    peak = {w: steptime.measure_peak(threads) for w in sorted(set(worlds))}
     link = steptime.measure_link(2, st.bench_mib) if any(w > 1 for w in worlds) else {}
-    out = {"cores": cores, "peak_flops_per_rank": peak, "link": link, "machine": records.hardware()}
+    out = {"cores": cores, "threads_per_rank": threads, "peak_flops_per_rank": peak, "link": link,
+           "machine": records.hardware()}
     records.write_json_atomic(root / "steptime" / "inputs.json", out)
     return out
 
 
 def validate(params: ScalingParams, runs: pd.DataFrame, inputs: dict) -> pd.DataFrame:
-    """Predicted vs measured step time per run; MFU calibrated on the first (1-rank ZeRO-0) run."""
+    """Predicted vs measured step time per run. Calibrated on 1-rank runs: MFU on ZeRO-0 (the first
+    run), the software cost of one ZeRO-3 gather on [1, 3] when measured (else 0, which the
+    notebook says). `calibrated` marks the runs the model was fitted to, not predicted."""
     st = params.scaling.steptime
     base = config.load(resolve(params.scaling.base), {"model.preset": st.preset})
     n_params = count_parameters(st.preset, base.model.vocab_size)
@@ -71,15 +85,21 @@ def validate(params: ScalingParams, runs: pd.DataFrame, inputs: dict) -> pd.Data
     first = runs.iloc[0]
     peak = {int(k): v for k, v in inputs["peak_flops_per_rank"].items()}
     mfu = first["flops_per_step"] / (first["step_seconds"] * peak[1])
+    one3 = runs[(runs.world_size == 1) & (runs.zero_stage == 3)]
+    gather_s = (max(0.0, float(one3["step_seconds"].iloc[0] - first["step_seconds"] * one3["flops_per_step"].iloc[0]
+                               / first["flops_per_step"])) / steptime.gathers(modules, 3)
+                if len(one3) and one3["step_seconds"].notna().all() else 0.0)
     link = inputs.get("link") or {}
     out = []
     for _, r in runs.iterrows():
         w = int(r["world_size"])
         pred = steptime.predict(r["flops_per_step"], w, peak[w], mfu, n_params, int(r["zero_stage"]),
                                 link.get("bandwidth_bytes_per_s", 1.0), st.overlap, base.run.precision,
-                                link.get("latency_s", 0.0), modules)
-        out.append({**r.to_dict(), "mfu": mfu, "predicted_step_seconds": pred["step_s"],
+                                link.get("latency_s", 0.0), modules, gather_s=gather_s)
+        out.append({**r.to_dict(), "mfu": mfu, "gather_ms": gather_s * 1e3, "calibrated": w == 1,
+                    "predicted_step_seconds": pred["step_s"],
                     "predicted_compute_s": pred["compute_s"], "predicted_comm_s": pred["comm_s"],
+                    "predicted_gather_s": pred["gather_s"],
                     "error_percent": (pred["step_s"] / r["step_seconds"] - 1) * 100,
                     "within_tolerance": abs(pred["step_s"] / r["step_seconds"] - 1) <= st.tolerance})
     return pd.DataFrame(out)

@@ -42,11 +42,16 @@ print(s.name, "| sizes", s.sizes, "| held out", scaling_config.holdout(s), "| bu
 ## 1. The ladder and the token budget
 
 Non-embedding parameters, FLOPs per token (matmuls, forward + backward), tokens per trial by the
-stated rule, and model FLOPs per trial. The held-out size is the largest.
+stated rule, model FLOPs per trial, and each size's grid: with `lr_by_width` the learning rates
+scale as 1/d_model (μP's rule for Adam), so one grid ratio brackets every size's optimum. The
+held-out size is the largest.
 """),
     code("""
 sizes = study.size_info(params)
-print(sizes.assign(flops_per_token=sizes.flops_per_token.round(-3), compute=sizes.compute.map("{:.3g}".format)).to_string(index=False))
+grids = {z: study.size_axes(params, z) for z in sizes["size"]}
+print(sizes.assign(flops_per_token=sizes.flops_per_token.round(-3), compute=sizes.compute.map("{:.3g}".format),
+                   lr_grid=[grids[z]["optim.lr"] for z in sizes["size"]],
+                   batch_grid=[grids[z]["run.global_batch"] for z in sizes["size"]]).to_string(index=False))
 """, "nbval-check-output"),
     md("""
 ## 2. Train and fit
@@ -123,19 +128,23 @@ model pays.
     md("""
 ## 7. The workers axis: step time against ranks and ZeRO stage
 
-One short run per (world size, ZeRO stage) at the same micro-batch per rank. The model's inputs
-are measured now (matmul FLOP/s at the threads a rank gets; gloo all-reduce bandwidth and
-latency); MFU is calibrated on the 1-rank run, every other run is predicted.
+One short run per (world size, ZeRO stage) at the same micro-batch and the same CPU threads per
+rank. The model's inputs are measured now (matmul FLOP/s at a rank's threads; gloo all-reduce
+bandwidth and latency). Two numbers are calibrated on 1-rank runs (`calibrated`): MFU on ZeRO-0,
+and the software cost of one ZeRO-3 module gather on ZeRO-3 (`gather_ms`: DeepSpeed's fetch and
+release hooks, paid at any world size). Every 2-rank run is predicted, not fitted.
 """),
     code("""
 if "steptime" in tables:
-    display(tables["steptime"][["world_size", "zero_stage", "step_seconds", "predicted_step_seconds", "error_percent",
-                                "tokens_per_second", "peak_memory_gib_per_rank", "within_tolerance"]])
+    cols = ["world_size", "zero_stage", "calibrated", "step_seconds", "predicted_step_seconds", "predicted_comm_s",
+            "predicted_gather_s", "error_percent", "tokens_per_second", "peak_memory_gib_per_rank", "within_tolerance"]
+    display(tables["steptime"][[c for c in cols if c in tables["steptime"]]])
     fig = figures.steptime_bars(tables["steptime"])
 """),
     md("""
 *Measured and predicted seconds per step.* ZeRO-3 gathers every module's parameters in forward
-and backward: on one machine's gloo that is latency per module, the term that grows with depth.
+and backward: on one machine's gloo the bytes cost little, the per-module software and latency
+most, and that term grows with the number of modules (depth), not with their size.
 """),
     md("""
 ## 8. The recipe for the cluster
