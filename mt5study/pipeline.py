@@ -12,6 +12,8 @@ keeps non-matching results on purpose; every page that shows them then says so.
 
 from __future__ import annotations
 
+import re
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,6 +88,29 @@ def resolve(path: str | Path) -> Path:
     return p if p.is_absolute() else ROOT / p
 
 
+class ProgressEcho:
+    """Where papermill writes a notebook's stdout: the library's progress lines ("[batch_lr] trial
+    3/27 …", "[scaling] size 2/4 …", "[qa] fine-tuning from …") go on to the console as the
+    kernel prints them, so a 15-minute step is not silent; tables and other output stay in the
+    executed notebook only."""
+
+    LINE = re.compile(r"^\[[\w.@=-]+\] ")
+
+    def __init__(self, out=None, prefix: str = "[mt5study study]   "):
+        self.out, self.prefix, self._partial = out, prefix, ""
+
+    def write(self, text: str) -> int:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if self.LINE.match(line):
+                print(self.prefix + line, file=self.out or sys.stdout, flush=True)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
 def run_step(step: Step, kernel: str = KERNEL, outputs: Path = OUTPUTS, keep_stale: bool = False,
              allow_mixed: bool = False, sources: dict[str, list[Path]] | None = None) -> dict[str, Any]:
     """Run one step; returns what it did, how long it took, and what it trained or reused."""
@@ -134,7 +159,7 @@ def run_step(step: Step, kernel: str = KERNEL, outputs: Path = OUTPUTS, keep_sta
             papermill.execute_notebook(
                 str(NOTEBOOKS / step.notebook), str(executed),
                 parameters={k: v for k, v in offered.items() if k in declared or k in step.parameters},
-                kernel_name=kernel, cwd=str(NOTEBOOKS), progress_bar=False,
+                kernel_name=kernel, cwd=str(NOTEBOOKS), progress_bar=False, stdout_file=ProgressEcho(),
             )
         except papermill.PapermillExecutionError as e:  # e.g. the report's refusal to mix data or code
             raise StepFailed(f"step {step.name}: {e.ename}: {e.evalue} (see {executed})") from None

@@ -2,6 +2,7 @@
 
     python scripts/readme_measured.py                  # print the section (Markdown)
     python scripts/readme_measured.py --write README.md
+    python scripts/readme_measured.py --earlier-record full.json --write README.md
 
 `--write` replaces what lies between the two marker lines
 
@@ -14,7 +15,10 @@ mean ± sd over seeds with n, the best batch and learning rate with its verdict,
 both starts, translation BLEU/chrF++ for both starts, the scaling study's held-out gap, laws,
 step-time error and per-trial overhead, and the verdict sentences, each read from the results
 tables of the study folders.
-A study not run yet is said to be missing, not filled in.
+A study not run yet is said to be missing, not filled in. `--earlier-record` names the
+pipeline.json of an earlier full run when `mt5study study --only ...` has since rerun some
+steps (it overwrites outputs/pipeline.json): steps not in the newer record are taken from the
+earlier one, and the wall-time line says which run each step's time comes from.
 """
 
 from __future__ import annotations
@@ -27,7 +31,24 @@ BEGIN = "<!-- measured:begin (scripts/readme_measured.py writes this block; do n
 END = "<!-- measured:end -->"
 
 
-def section(outputs: Path) -> str:
+def merged_steps(newer: dict, earlier: dict | None) -> tuple[list[dict], str]:
+    """The steps of `newer`, completed from `earlier` in the earlier run's order, and a note
+    naming the runs (empty when there is one)."""
+    steps = list(newer.get("steps", []))
+    if not earlier:
+        return steps, ""
+    have = {s["step"] for s in steps}
+    from_earlier = [s for s in earlier.get("steps", []) if s["step"] not in have]
+    order = [s["step"] for s in earlier.get("steps", [])]
+    steps = sorted(from_earlier + steps, key=lambda s: order.index(s["step"]) if s["step"] in order else len(order))
+    when = lambda p: f"{p['env'].get('time_utc')} at {str(p['env']['git'].get('commit'))[:10]}"  # noqa: E731
+    note = (f" Times from two runs of `mt5study study`: {', '.join(s['step'] for s in from_earlier)} from {when(earlier)}; "
+            f"{', '.join(sorted(have, key=lambda n: order.index(n) if n in order else len(order)))} from {when(newer)} "
+            f"(`--only`).")
+    return steps, note
+
+
+def section(outputs: Path, earlier: Path | None = None) -> str:
     """The Markdown block from the study folders under `outputs`."""
     import pandas as pd
 
@@ -39,7 +60,9 @@ def section(outputs: Path) -> str:
     if pipe.exists():
         p = records.read_json(pipe)
         hw, v = p["env"]["hardware"], p["env"]["versions"]
-        steps = p.get("steps", [])
+        first = records.read_json(earlier) if earlier else None
+        steps, note = merged_steps(p, first)
+        argv = (first or p)["env"].get("argv", [])[1:]  # the full run's command when merged
         total = sum(s.get("seconds") or 0 for s in steps)
         lines.append(f"Machine: {hw.get('cpu')} ({hw.get('cpu_count')} cores, {hw.get('cpu_capability')}), "
                      f"{(hw.get('memory_bytes') or 0) / 2**30:.0f} GiB, GPUs: {', '.join(hw.get('gpus') or []) or 'none'}; "
@@ -47,9 +70,9 @@ def section(outputs: Path) -> str:
                      f"run {p['env'].get('time_utc')} at commit {str(p['env']['git'].get('commit'))[:10]}"
                      + (" (uncommitted changes)" if p["env"]["git"].get("dirty") else "") + ".")
         lines.append("")
-        lines.append(f"- **Default study wall time** (`{' '.join(p['env'].get('argv', [])[1:])}`): {total / 60:.1f} min; "
+        lines.append(f"- **Default study wall time** (`{' '.join(argv)}`): {total / 60:.1f} min; "
                      + ", ".join(f"{s['step']} {s['seconds'] / 60:.1f}" for s in steps if s.get("seconds") is not None)
-                     + " min (a step that reused finished runs costs less than a fresh one).")
+                     + " min (a step that reused finished runs costs less than a fresh one)." + note)
     else:
         lines.append(f"- Default study: not run yet ({pipe} missing).")
 
@@ -127,8 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--outputs", type=Path, default=OUTPUTS, help="the study folders (default: outputs/)")
     ap.add_argument("--write", type=Path, help="replace the block between the markers in this file")
+    ap.add_argument("--earlier-record", type=Path, help="pipeline.json of an earlier full run (see above)")
     args = ap.parse_args(argv)
-    block = section(args.outputs)
+    if args.earlier_record and not args.earlier_record.is_file():
+        print(f"readme_measured: --earlier-record {args.earlier_record}: no such file", file=sys.stderr)
+        return 2
+    block = section(args.outputs, args.earlier_record)
     if not args.write:
         sys.stdout.write(block)
         return 0

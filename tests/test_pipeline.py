@@ -143,3 +143,18 @@ def test_the_report_reads_every_study_after_it_ran(tmp_path):
         {"name": "scaling", "notebook": "06_scaling.ipynb", "params": "params/cpu/scaling_smoke.yaml"}]}}))
     with pytest.raises(ConfigError, match="parameters.scaling_dir reads outputs/scaling, written by the later step 'scaling'"):
         config.load(bad)
+
+
+def test_progress_lines_reach_the_console_as_the_kernel_prints_them():
+    import io
+
+    from mt5study.pipeline import ProgressEcho
+
+    out = io.StringIO()
+    echo = ProgressEcho(out, prefix="> ")
+    # papermill hands over stream chunks, not lines: a line may arrive in pieces
+    echo.write("   size  parameters\nladder-1  28000\n[batch_lr] trial 3/27 global_")
+    assert out.getvalue() == ""
+    echo.write("batch=16__lr=0.002, about 4 min left\n[scaling_smoke] size 2/4 ladder-2: 1726 tokens\nwarning: x\n")
+    assert out.getvalue().splitlines() == ["> [batch_lr] trial 3/27 global_batch=16__lr=0.002, about 4 min left",
+                                           "> [scaling_smoke] size 2/4 ladder-2: 1726 tokens"]

@@ -85,7 +85,8 @@ def test_scaling_sentences_come_from_the_numbers(tmp_path):
     good = scaling_tables.sentences(_scaling_folder(tmp_path / "a", gap=0.4))
     assert "a gap of +0.40 %, which meets the 1 % goal" in good[0] and "held-out ladder-4" in good[0]
     assert "eta* ∝ parameters^-0.235 (-0.350 to -0.110)" in good[1] and "90 %" in good[1]
-    assert "2 ranks, ZeRO-3: -10.0 %" in good[2]
+    assert "2 ranks, ZeRO-3: -10.0 %" in good[2] and "1 rank, ZeRO-0" not in good[2]  # calibration is not a prediction
+    assert "calibrated on 1 rank at ZeRO-0: MFU)" in good[2]
     assert good[3].startswith("Recipe for mt5-xxl at 1,050B tokens: peak lr 0.000412")
     bad = scaling_tables.sentences(_scaling_folder(tmp_path / "b", gap=-3.5, edge="lr at the grid's low end"))
     assert "which misses the 1 % goal" in bad[0]
@@ -98,6 +99,15 @@ def test_scaling_sentences_come_from_the_numbers(tmp_path):
     records.write_json_atomic(tmp_path / "a" / "scaling.json", summary)
     laws_line = scaling_tables.sentences(tmp_path / "a")[1]
     assert "eta* ∝ parameters^-0.235 (no interval: some bootstrap refits were not finite)" in laws_line
+    # With a 1-rank ZeRO-3 run the gather cost is calibrated too, and said.
+    summary["steptime"] = [{**summary["steptime"][0], "calibrated": True, "gather_ms": 0.0},
+                           {"world_size": 1, "zero_stage": 3, "step_seconds": 0.07, "predicted_step_seconds": 0.07,
+                            "error_percent": 0.0, "calibrated": True, "gather_ms": 0.3456},
+                           {**summary["steptime"][1], "calibrated": False, "gather_ms": 0.3456}]
+    records.write_json_atomic(tmp_path / "a" / "scaling.json", summary)
+    step_line = scaling_tables.sentences(tmp_path / "a")[2]
+    assert "predicted: 2 ranks, ZeRO-3: -10.0 %" in step_line and "rank, ZeRO-3: +0.0" not in step_line
+    assert "calibrated on 1 rank at ZeRO-0, ZeRO-3: MFU, 0.346 ms per ZeRO-3 module gather" in step_line
     assert "nan" not in laws_line.lower()
 
 

@@ -90,8 +90,10 @@ def test_lr_by_width_scales_each_sizes_grid_as_one_over_d_model():
     p = scaling_config.load(ROOT / "params/cpu/scaling.yaml")
     base = p.scaling.axes["optim.lr"]
     assert study.size_axes(p, "ladder-1")["optim.lr"] == base
-    assert study.size_axes(p, "ladder-2")["optim.lr"] == [float(f"{v / 2:.3g}") for v in base]  # d_model 64 vs 32
-    assert study.size_axes(p, "ladder-4")["optim.lr"] == [float(f"{v / 4:.3g}") for v in base]  # 128 vs 32
+    e = p.scaling.lr_width_exponent
+    assert study.size_axes(p, "ladder-2")["optim.lr"] == [float(f"{v / 2**e:.3g}") for v in base]  # d_model 64 vs 32
+    assert study.size_axes(p, "ladder-4")["optim.lr"] == [float(f"{v / 4**e:.3g}") for v in base]  # 128 vs 32
+    assert e == 2.0
     assert study.size_axes(p, "ladder-4")["run.global_batch"] == p.scaling.axes["run.global_batch"]
     flat = scaling_config.load(ROOT / "params/cpu/scaling.yaml", {"scaling.lr_by_width": False})
     assert study.size_axes(flat, "ladder-4")["optim.lr"] == base

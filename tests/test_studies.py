@@ -229,6 +229,20 @@ def test_readme_measured_section_is_read_from_outputs_and_replaces_only_its_bloc
     assert rm.replace(new, block) == new  # idempotent
     with pytest.raises(ValueError, match="README.md: needs exactly one line"):
         rm.replace("# no markers\n", block)
+    # After `study --only scaling`, the earlier full run's record supplies the other steps' times.
+    env = lambda t, c: {"hardware": {"cpu": "x", "cpu_count": 2}, "versions": {}, "time_utc": t,  # noqa: E731
+                        "git": {"commit": c}, "argv": ["cli.py", "study"]}
+    full = {"env": env("T1", "aaaaaaaaaaaa"), "steps": [{"step": "etl", "seconds": 60.0}, {"step": "scaling", "seconds": 600.0},
+                                                         {"step": "report", "seconds": 6.0}]}
+    records.write_json_atomic(out / "pipeline.json", {"env": env("T2", "bbbbbbbbbbbb"),
+                                                      "steps": [{"step": "scaling", "seconds": 540.0},
+                                                                {"step": "report", "seconds": 12.0}]})
+    records.write_json_atomic(tmp_path / "full.json", full)
+    alone = rm.section(out)
+    assert "Default study wall time** (`study`): 9.2 min; scaling 9.0, report 0.2 min" in alone
+    merged = rm.section(out, tmp_path / "full.json")
+    assert "10.2 min; etl 1.0, scaling 9.0, report 0.2 min" in merged
+    assert "etl from T1 at aaaaaaaaaa; scaling, report from T2 at bbbbbbbbbb (`--only`)." in merged
 
 
 def test_tables_for_people_name_units():

@@ -130,9 +130,11 @@ class Scaling(Section):
     axes: dict[str, list[Any]]
     """The grid of the first (smallest) size; every size's own grid with lr_by_width."""
     lr_by_width: bool = False
-    """Each size's lr values = axes' x (d_model of the first size / its d_model), 3 significant
-    digits: Adam's best hidden-layer lr falls as 1/width (muP, Yang et al. 2022), so one grid
-    ratio brackets every size's optimum instead of the larger sizes' falling off its low edge."""
+    """Each size's lr values = axes' x (d_model of the first size / its d_model)^lr_width_exponent,
+    3 significant digits, so one grid ratio brackets every size's optimum instead of the larger
+    sizes' falling off its low edge. Exponent 1 is muP's rule for Adam's hidden layers (Yang et
+    al. 2022); at a fixed tokens-per-parameter budget the optimum can fall faster (params say)."""
+    lr_width_exponent: float = Field(default=1.0, gt=0.0, le=4.0)
     budget: Budget
     fixed: dict[str, Any] = {}
     search: SearchConfig | None = None

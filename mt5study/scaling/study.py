@@ -57,13 +57,13 @@ def size_info(params: ScalingParams) -> pd.DataFrame:
 
 
 def size_axes(params: ScalingParams, size: str) -> dict[str, list]:
-    """The batch x lr grid of one size: the params' axes, lr scaled by 1/width with lr_by_width."""
+    """The batch x lr grid of one size: the params' axes, lr scaled by width^-exponent with lr_by_width."""
     s = params.scaling
     axes = {k: list(v) for k, v in s.axes.items()}
     if s.lr_by_width:
         from mt5study.model import PRESETS as DIMS
 
-        ratio = DIMS[s.sizes[0]]["d_model"] / DIMS[size]["d_model"]
+        ratio = (DIMS[s.sizes[0]]["d_model"] / DIMS[size]["d_model"]) ** s.lr_width_exponent
         axes["optim.lr"] = [float(f"{v * ratio:.3g}") for v in axes["optim.lr"]]
     return axes
 
@@ -310,7 +310,7 @@ def run_study(params: ScalingParams, source: str, out_dir=None, redo: bool = Fal
         inputs = workers.measure_inputs(params, root, [int(w) for w in runs["world_size"]])
         tables["steptime"] = workers.validate(params, runs, inputs)
         summary["steptime"] = tables["steptime"][["world_size", "zero_stage", "step_seconds", "predicted_step_seconds",
-                                                  "error_percent"]].to_dict("records")
+                                                  "error_percent", "calibrated", "gather_ms"]].to_dict("records")
     if s.recommend is not None:
         tables["recommendation"], tables["days"] = recommend.recommend(s.recommend, laws, s.fit.lr_x, s.fit.batch_x)
     summary["trial_overhead"] = trial_overhead(read_results(params, out_dir))

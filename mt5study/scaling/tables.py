@@ -189,9 +189,17 @@ def sentences(root: str | Path) -> list[str]:
             for law in laws) + ".")
     steps = h.get("steptime") or []
     if steps:
-        lines.append("Step-time model against measured step time: " + "; ".join(
-            f"{r['world_size']} rank{'s' if r['world_size'] > 1 else ''}, ZeRO-{r['zero_stage']}: "
-            f"{r['error_percent']:+.1f} %" for r in steps) + ".")
+        # Older scaling.json files lack `calibrated`: there only the 1-rank ZeRO-0 run was fitted.
+        fitted = [r for r in steps if r.get("calibrated", r["world_size"] == 1 and r["zero_stage"] == 0)]
+        predicted = [r for r in steps if r not in fitted]
+        gather = next((r.get("gather_ms") for r in steps if r["zero_stage"] == 3 and r.get("gather_ms")), None)
+        calib = ", ".join(f"ZeRO-{r['zero_stage']}" for r in fitted)
+        lines.append(
+            "Step-time model against measured step time, predicted: " + "; ".join(
+                f"{r['world_size']} rank{'s' if r['world_size'] > 1 else ''}, ZeRO-{r['zero_stage']}: "
+                f"{r['error_percent']:+.1f} %" for r in predicted)
+            + f" (calibrated on 1 rank at {calib}: MFU" + (f", {_g(gather)} ms per ZeRO-3 module gather" if gather else "")
+            + ").")
     rec = tabs.get("recommendation")
     if rec is not None and not rec.empty:
         r = rec.iloc[-1]

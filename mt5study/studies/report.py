@@ -234,7 +234,9 @@ def scaling_section(folder: str | Path | None, part: str = "fits") -> list[Any]:
                                   "checkpointing):",
                 "days": "**Predicted days of training** on N nodes (step-time model at the assumed MFU):",
                 "steptime": "**Step-time model** (FLOPs ÷ (devices × peak × MFU) + ZeRO's communication ÷ measured "
-                            "bandwidth) against the measured seconds per step; the 1-rank run calibrates MFU:"}
+                            "bandwidth and latency + ZeRO-3's module gathers × their software cost) against the "
+                            "measured seconds per step; 1-rank runs calibrate MFU (ZeRO-0) and the gather cost "
+                            "(ZeRO-3), the 2-rank runs are predicted:"}
     names = ("optima", "laws", "holdout", "recommendation", "days") if part == "fits" else ("steptime",)
     out: list[Any] = []
     for name in names:

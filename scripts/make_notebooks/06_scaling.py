@@ -43,8 +43,8 @@ print(s.name, "| sizes", s.sizes, "| held out", scaling_config.holdout(s), "| bu
 
 Non-embedding parameters, FLOPs per token (matmuls, forward + backward), tokens per trial by the
 stated rule, model FLOPs per trial, and each size's grid: with `lr_by_width` the learning rates
-scale as 1/d_model (μP's rule for Adam), so one grid ratio brackets every size's optimum. The
-held-out size is the largest.
+scale as d_model^-k (`lr_width_exponent` k; k = 1 is μP's rule for Adam), so one grid ratio can
+bracket every size's optimum. The held-out size is the largest.
 """),
     code("""
 sizes = study.size_info(params)
