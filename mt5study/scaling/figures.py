@@ -4,6 +4,7 @@ beyond evaluating the fitted laws on a line)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -34,6 +35,7 @@ def law(optima: pd.DataFrame, laws, name: str, x: str, y: str, low: str, high: s
     if held_out:
         ax.scatter([held_out["x"]], [held_out["y"]], marker="*", s=150, color="C3", zorder=5, label="held-out size (measured)")
     ax.set(xscale="log", yscale="log", xlabel=x, ylabel=ylabel)
+    ax.xaxis.set_minor_formatter(mticker.NullFormatter())  # minor labels on a <1-decade axis overlap
     ax.legend(fontsize=7)
     return fig
 
@@ -53,7 +55,7 @@ def frontier(curves: pd.DataFrame, front: pd.DataFrame):
 
 def steptime_bars(table: pd.DataFrame):
     """Measured against predicted seconds per step for each (world size, ZeRO stage)."""
-    df = table.assign(run=[f"{w} rank{'s' if w > 1 else ''}, ZeRO-{z}" for w, z in zip(table.world_size, table.zero_stage)])
+    df = table.assign(run=[f"{w} rank{'s' if w > 1 else ''}\nZeRO-{z}" for w, z in zip(table.world_size, table.zero_stage)])
     long = pd.concat([df.assign(kind="measured", seconds=df["step_seconds"]),
                       df.assign(kind="predicted", seconds=df["predicted_step_seconds"])])
     fig, ax = plt.subplots(figsize=(6, 3))

@@ -22,7 +22,7 @@ from IPython.display import display
 import pandas as pd
 
 from mt5study import paths
-from mt5study.scaling import config as scaling_config, figures, study
+from mt5study.scaling import config as scaling_config, figures, study, tables as tables_lib
 """),
     code("""
 params_path = "params/cpu/scaling_smoke.yaml"  # relative to the repository root, or absolute
@@ -64,6 +64,7 @@ the trial and the time left.
     code("result = study.run_study(params, params_path, out_dir, redo=redo, keep_stale=keep_stale)"),
     code("""
 tables = result["tables"]
+readable = {name: tables_lib.FORMAT[name](t) for name, t in tables.items() if name in tables_lib.FORMAT}
 results = study.read_results(params, out_dir)
 g = figures.surfaces(results)
 """),
@@ -75,24 +76,23 @@ minimum at the first or last point means the grid should be extended (flagged be
     md("""
 ## 3. The optimum per size
 
-η* and B* are the minimum of a quadratic fitted in (log η, log B), not the grid's best point;
+η\\* and B\\* are the minimum of a quadratic fitted in (log η, log B), not the grid's best point;
 their intervals come from a residual bootstrap of that fit. `edge` says when a grid does not
 bracket its optimum.
 """),
     code("""
 opt = tables["optima"]
-display(opt[["size", "parameters", "tokens", "lr_opt", "lr_low", "lr_high", "batch_opt", "batch_low", "batch_high",
-             "loss_opt", "grid_best_lr", "grid_best_batch", "grid_best_loss", "edge"]])
+display(readable["optima"])
 print(figures.edge_note(opt))
 """),
     md("## 4. Power laws of the optimum"),
-    code("display(tables['laws'])"),
+    code("display(readable['laws'])"),
     code("""
 laws = result["laws"]
 fig = figures.law(opt, laws, "lr", s.fit.lr_x, "lr_opt", "lr_low", "lr_high", "eta* (peak learning rate)")
 """),
     md("""
-*η* of every size (bootstrap intervals) against the fitted power law and its band.* The exponent
+*η\\* of every size (bootstrap intervals) against the fitted power law and its band.* The exponent
 says how fast the best learning rate falls with size; the band is where the recipe's learning rate
 for a new size is expected.
 """),
@@ -101,7 +101,7 @@ fig = figures.law(opt, laws, "batch_tokens", s.fit.batch_x, "batch_tokens_opt", 
                   "batch_tokens_high", "B* (tokens per step)")
 """),
     md("""
-*B* in tokens per step against the fitted law.* Transferred in tokens, not examples, so that a
+*B\\* in tokens per step against the fitted law.* Transferred in tokens, not examples, so that a
 run with other sequence lengths can use it.
 """),
     md("""
@@ -113,7 +113,7 @@ any trial. The gap is its final eval loss against the best of the held-out grid 
     code("""
 proof = result["proof"]["proof"]
 print(figures.holdout_sentence(proof))
-display(tables["holdout"])
+display(readable["holdout"])
 """),
     md("## 6. The loss–compute frontier"),
     code("""
@@ -136,9 +136,7 @@ release hooks, paid at any world size). Every 2-rank run is predicted, not fitte
 """),
     code("""
 if "steptime" in tables:
-    cols = ["world_size", "zero_stage", "calibrated", "step_seconds", "predicted_step_seconds", "predicted_comm_s",
-            "predicted_gather_s", "error_percent", "tokens_per_second", "peak_memory_gib_per_rank", "within_tolerance"]
-    display(tables["steptime"][[c for c in cols if c in tables["steptime"]]])
+    display(readable["steptime"])
     fig = figures.steptime_bars(tables["steptime"])
 """),
     md("""
@@ -149,7 +147,7 @@ most, and that term grows with the number of modules (depth), not with their siz
     md("""
 ## 8. The recipe for the cluster
 
-Per mt5-* preset at the token budget in the params: η* and B* from the laws fitted on every size
+Per mt5-\\* preset at the token budget in the params: η\\* and B\\* from the laws fitted on every size
 (intervals; `extrapolation` marks sizes beyond the ladder, which is all of them), the micro-batch
 and ZeRO plan that fit each GPU (`mt5study.memory.estimate`, bf16, activation checkpointing), and
 the predicted days on N nodes from the step-time model.
@@ -157,8 +155,8 @@ the predicted days on N nodes from the step-time model.
     code("""
 if "recommendation" in tables:
     with pd.option_context("display.max_columns", 40, "display.width", 200):
-        display(tables["recommendation"])
-        display(tables["days"].pivot_table(index="preset", columns=["device", "nodes"], values="days").round(1))
+        display(readable["recommendation"])
+        display(readable["days"])
 """),
 ])
 print("wrote notebook 06")
