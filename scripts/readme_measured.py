@@ -37,15 +37,18 @@ def merged_steps(newer: dict, earlier: dict | None) -> tuple[list[dict], str]:
     steps = list(newer.get("steps", []))
     if not earlier:
         return steps, ""
+    order = [s["step"] for s in earlier.get("steps", [])]
     have = {s["step"] for s in steps}
     from_earlier = [s for s in earlier.get("steps", []) if s["step"] not in have]
-    order = [s["step"] for s in earlier.get("steps", [])]
-    steps = sorted(from_earlier + steps, key=lambda s: order.index(s["step"]) if s["step"] in order else len(order))
-    when = lambda p: f"{p['env'].get('time_utc')} at {str(p['env']['git'].get('commit'))[:10]}"  # noqa: E731
-    note = (f" Times from two runs of `mt5study study`: {', '.join(s['step'] for s in from_earlier)} from {when(earlier)}; "
-            f"{', '.join(sorted(have, key=lambda n: order.index(n) if n in order else len(order)))} from {when(newer)} "
-            f"(`--only`).")
-    return steps, note
+    merged = sorted(from_earlier + steps, key=lambda s: order.index(s["step"]) if s["step"] in order else len(order))
+
+    def when(p: dict) -> str:
+        return f"{p['env'].get('time_utc')} at {str(p['env']['git'].get('commit'))[:10]}"
+
+    names = lambda group: ", ".join(s["step"] for s in merged if s in group)  # noqa: E731
+    note = (f" Times from two runs of `mt5study study`: {names(from_earlier)} from {when(earlier)}; "
+            f"{names(steps)} from {when(newer)} (`--only`).")
+    return merged, note
 
 
 def section(outputs: Path, earlier: Path | None = None) -> str:

@@ -1,8 +1,9 @@
 """Fits of the scaling study: the loss surface per size, power laws of the optimum, the frontier.
 
 - `fit_surface`: loss as a quadratic in (log lr, log batch) by least squares, its minimum (the
-  smooth optimum eta*, B*, not the grid's argmin; at most one grid step past the grid), and flags when that minimum, or the grid's
-  best point, lies on or beyond the grid's edge (extend the grid: the optimum is not bracketed).
+  smooth optimum eta*, B*, not the grid's argmin; at most one grid step past the grid), and flags
+  when that minimum, or the grid's best point, lies on or beyond the grid's edge (extend the grid:
+  the optimum is not bracketed).
 - `bootstrap_optima`: residual bootstrap of the surface fit (refit on fitted values plus resampled
   residuals), giving replicates of (eta*, B*) per size. A replicate's optimum is clipped to the
   grid widened by one grid step on each side: a nearly flat refit puts its minimum at exp(+-40)

@@ -15,8 +15,8 @@ ZeRO-3 fetches every module's parameters before its forward and again before its
 releases them after: DeepSpeed's hooks, partition bookkeeping and the (re)allocation of the
 gathered tensor cost time at any world size, communication or not. That software cost per gather
 is the `gathers` term; on a GPU it hides partly behind the prefetch stream, on 2 CPU processes
-it does not (measured: the 2-rank ZeRO-3 step was 2.4x the ZeRO-0 one, of which the bytes and
-latency explain a fifth).
+it does not (measured 2026-11-30, ladder-4: the 2-rank ZeRO-3 step was 2.4x the ZeRO-0 one, and
+the bytes and latency explain about an eighth of the difference).
 
 Measured here (`measure_peak`, `measure_link`): the CPU's matmul FLOP/s at the threads a rank
 gets, and gloo's all-reduce bandwidth and latency between two processes. `validate` calibrates

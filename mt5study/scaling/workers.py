@@ -66,7 +66,8 @@ def measure_inputs(params: ScalingParams, root: Path, worlds: list[int]) -> dict
     cores = os.cpu_count() or 1
     st = params.scaling.steptime
     threads = rank_threads(st.runs)
-    peak = {w: steptime.measure_peak(threads) for w in sorted(set(worlds))}
+    per_rank = steptime.measure_peak(threads)  # every rank of every run has these threads: one measurement
+    peak = {w: per_rank for w in sorted(set(worlds))}
     link = steptime.measure_link(2, st.bench_mib) if any(w > 1 for w in worlds) else {}
     out = {"cores": cores, "threads_per_rank": threads, "peak_flops_per_rank": peak, "link": link,
            "machine": records.hardware()}
@@ -85,10 +86,12 @@ def validate(params: ScalingParams, runs: pd.DataFrame, inputs: dict) -> pd.Data
     first = runs.iloc[0]
     peak = {int(k): v for k, v in inputs["peak_flops_per_rank"].items()}
     mfu = first["flops_per_step"] / (first["step_seconds"] * peak[1])
+    gather_s = 0.0
     one3 = runs[(runs.world_size == 1) & (runs.zero_stage == 3)]
-    gather_s = (max(0.0, float(one3["step_seconds"].iloc[0] - first["step_seconds"] * one3["flops_per_step"].iloc[0]
-                               / first["flops_per_step"])) / steptime.gathers(modules, 3)
-                if len(one3) and one3["step_seconds"].notna().all() else 0.0)
+    if len(one3) and one3["step_seconds"].notna().all():
+        r3 = one3.iloc[0]
+        compute = first["step_seconds"] * r3["flops_per_step"] / first["flops_per_step"]  # at ZeRO-0's rate
+        gather_s = max(0.0, float(r3["step_seconds"] - compute)) / steptime.gathers(modules, 3)
     link = inputs.get("link") or {}
     out = []
     for _, r in runs.iterrows():

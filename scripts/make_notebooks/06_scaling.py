@@ -64,7 +64,7 @@ the trial and the time left.
     code("result = study.run_study(params, params_path, out_dir, redo=redo, keep_stale=keep_stale)"),
     code("""
 tables = result["tables"]
-readable = {name: tables_lib.FORMAT[name](t) for name, t in tables.items() if name in tables_lib.FORMAT}
+readable = tables_lib.for_readers(root)  # the tables run_study wrote, formatted for the page
 results = study.read_results(params, out_dir)
 g = figures.surfaces(results)
 """),
