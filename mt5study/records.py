@@ -180,7 +180,7 @@ CODE: dict[str, tuple[str, ...]] = {  # globs under PACKAGE, per kind of step
               "partition.py", "ladder.py", "data/stream.py"),
     # The ETL's stages (report.py reads outputs, samples.py writes test corpora: not counted).
     "etl": tuple(f"data/{m}.py" for m in ("etl", "clean", "config", "corruption", "output", "sampling",
-                                          "sources", "tokenizer", "engine", "plan", "shards", "stages", "near_dedup")),
+                                          "sources", "catalog_text", "tokenizer", "engine", "plan", "shards", "stages", "near_dedup")),
     "qa_data": ("qa/prepare.py", "qa/loaders.py", "qa/manpages.py", "qa/config.py"),  # QA examples, windows
     "qa_eval": ("qa/evaluate.py", "qa/metrics.py", "qa/prepare.py"),  # generation and EM/F1
 }
@@ -196,6 +196,11 @@ _HASHES: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256, for t
 
 class InputsError(RuntimeError):
     """A run's inputs cannot be named by content (missing data or checkpoint, unreadable manifest)."""
+
+
+def loss_text(loss: float | None) -> str:
+    """A loss for progress lines: 3 decimals (what the tables show), or "none" for a run without one."""
+    return "none" if loss is None else f"{loss:.3f}"
 
 
 def _stat_key(path: Path) -> tuple[str, int, int, int]:

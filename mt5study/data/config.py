@@ -52,6 +52,20 @@ class FilesSource(Section):
     """In .txt files, one document per line, or documents separated by blank lines."""
 
 
+class CatalogText(Section):
+    """Language-specific corpora read alongside the main source: the installed gettext catalogs'
+    text, one document per catalog and language (mt5study.data.catalog_text)."""
+
+    locale_dirs: list[str] = ["/usr/share/locale"]
+    """System locale folders searched in order (scripts/install_catalogs.sh fills the first)."""
+    domains: list[str] | None = None
+    """Catalog names (gtk30, coreutils ...); None = every catalog found."""
+    markup: Literal["strip", "drop", "keep"] = "strip"  # as the translation study cleans messages
+    exclude_heldout_of: str | None = None
+    """A translation params file (params/cpu/translation.yaml): messages whose English string is in
+    its validation or test split are left out in every language; None = nothing left out."""
+
+
 class SourceConfig(Section):
     kind: Literal["manpages", "mc4", "files"] = "manpages"
     languages: list[str] | None = None
@@ -69,6 +83,8 @@ class SourceConfig(Section):
     manpages: ManpagesSource = ManpagesSource()
     mc4: MC4Source = MC4Source()
     files: FilesSource | None = None
+    catalogs: CatalogText | None = None
+    """Also the catalogs' text in every language the main source has (None: the main source only)."""
 
     @model_validator(mode="after")
     def _kind_needs_section(self) -> "SourceConfig":

@@ -188,7 +188,8 @@ def build(params: ETLParams, folder: Path) -> dict[str, Any]:
     manifest = {
         "format": FORMAT,
         "params": to_dict(params),
-        "source": {**source_record, "bad_records": {k: stats[k]["bad_records"] for k in langs}},
+        "source": {**source_record, "bad_records": {k: stats[k]["bad_records"] for k in langs},
+                   **({"catalog_counts": {k: stats[k]["catalogs"] for k in langs}} if cfg.source.catalogs else {})},
         "languages": kept,
         "dropped_languages": dropped,
         "size_unit": cfg.sampling.size_unit,
@@ -247,6 +248,8 @@ def _clean_worker(cfg: ETLConfig, lang: str, out_dir: Path) -> dict[str, Any]:
                                                                 cfg.source.fraction))
     stats = clean_documents(docs, lang, cfg.cleaning, out_dir / f"{lang}.arrow", out_dir)
     stats["bad_records"] = {"count": bad.count, "messages": bad.messages}
+    if hasattr(source, "catalogs"):  # source.catalogs: what each language's catalogs gave and left out
+        stats["catalogs"] = dict(sorted(source.catalogs.counts.items()))
     return stats
 
 

@@ -81,6 +81,15 @@ def make_plan(cfg: ETLConfig) -> dict[str, Any]:
             })
     if not shards:
         raise SourceError(f"{cfg.source.kind} source: no input files")
+    if cfg.source.catalogs is not None:  # the language-specific corpus: one shard per language
+        from mt5study.data.catalog_text import CatalogTextReader
+
+        reader = CatalogTextReader(cfg.source.catalogs)
+        for lang in sorted({s["lang"] for s in shards}):
+            files = reader.files(lang)
+            if files:
+                shards.append({"id": f"{lang}-catalogs", "lang": lang, "cap": None, "kind": "catalogs",
+                               "files": [{"path": str(f), "stat": fingerprint(str(f))} for f in files]})
     return {"format": PLAN_FORMAT, "shards": shards}
 
 

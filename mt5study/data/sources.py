@@ -59,13 +59,19 @@ class BadRecords:
 
 
 def make_source(cfg: SourceConfig) -> "Source":
-    """The source that `source.kind` names."""
+    """The source that `source.kind` names, with the catalogs' text when `source.catalogs` is set."""
     if cfg.kind == "manpages":
-        return ManpagesReader(cfg.manpages)
-    if cfg.kind == "mc4":
-        return MC4Reader(cfg.mc4)
-    assert cfg.files is not None  # checked by SourceConfig
-    return FilesReader(cfg.files)
+        main: Source = ManpagesReader(cfg.manpages)
+    elif cfg.kind == "mc4":
+        main = MC4Reader(cfg.mc4)
+    else:
+        assert cfg.files is not None  # checked by SourceConfig
+        main = FilesReader(cfg.files)
+    if cfg.catalogs is None:
+        return main
+    from mt5study.data.catalog_text import WithCatalogs  # imports the translation package
+
+    return WithCatalogs(main, cfg.catalogs)
 
 
 class Source:

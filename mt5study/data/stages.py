@@ -76,6 +76,11 @@ def shard_documents(cfg: ETLConfig, shard: dict[str, Any], bad: BadRecords):
     from mt5study.data import sources
 
     src, lang = cfg.source, shard["lang"]
+    if shard.get("kind") == "catalogs":  # the files were listed for the plan's change check
+        from mt5study.data.catalog_text import CatalogTextReader
+
+        yield from ((d.id, d.text) for d in CatalogTextReader(src.catalogs).documents(lang, bad))
+        return
     if src.kind == "manpages":
         docs = (Document(id=str(Path(f["path"]).relative_to(src.manpages.man_dir)), lang=lang, text=t)
                 for f in shard["files"] if (t := sources.render_manpage(f["path"], src.manpages.render_timeout_s, bad)))

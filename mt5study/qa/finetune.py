@@ -195,7 +195,7 @@ def train_runs(params: QAParams, root: Path, data: Path, base: dict[str, Any], r
         print(f"[{params.qa.name}] fine-tuning from {init}, seed {seed}", flush=True)
         summary = _train(out, base_path, overrides, redo, keep_stale)
         print(f"[{params.qa.name}]   {init}, seed {seed}: {summary.get('status')} "
-              f"eval_loss={summary.get('final_eval_loss')}", flush=True)
+              f"eval loss {records.loss_text(summary.get('final_eval_loss'))}", flush=True)
         model_cfg = out / "model" / "config.json"
         return {"init": init, "seed": seed, "run": str(out), **{k: summary.get(k) for k in (
             "status", "error", "steps", "tokens", "wall_seconds", "final_train_loss", "final_eval_loss")},

@@ -165,7 +165,7 @@ def run_grid(params: StudyParams, source: str, out_dir: str | Path | None = None
             if (folder / TIMING_FILE).exists() and (folder / TIMING_FILE).stat().st_mtime_ns != before:
                 progress["trained"] += 1  # trained now, not reused: counts for the pace and the overhead
                 timings.append(records.read_json(folder / TIMING_FILE))
-            print(f"[{name_}]   {name}: {s.get('status')} eval_loss={s.get('final_eval_loss')}", flush=True)
+            print(f"[{name_}]   {name}: {s.get('status')} eval loss {records.loss_text(s.get('final_eval_loss'))}", flush=True)
         return s
 
     side_by_side([functools.partial(one, name, ov) for name, ov in trials], params.study.concurrency)
