@@ -81,6 +81,12 @@ class OptimConfig(Section):
     min_lr_ratio: float = Field(default=0.0, ge=0.0, le=1.0)  # cosine floor, fraction of lr
     grad_clip: float = Field(default=1.0, ge=0.0)  # max global grad norm; 0 disables
     range_start_ratio: float = Field(default=1e-3, gt=0.0, le=1.0)  # exponential: first lr / lr
+    embedding_lr: Literal["same", "relative"] = "same"
+    """The shared token embedding's learning rate: `same` as every weight, or `relative`:
+    lr x sqrt(d_model), the ratio of its T5X init RMS (1.0) to the dense kernels' (d_model^-0.5).
+    Adam's step is the same size for every weight, so with `same` the embedding moves ~sqrt(d_model)
+    times slower relative to its size than the kernels; T5X's Adafactor scales each step by the
+    parameter's RMS (multiply_by_parameter_scale), which `relative` reproduces for the embedding."""
 
 
 class RunConfig(Section):

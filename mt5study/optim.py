@@ -12,15 +12,21 @@ from mt5study.config import OptimConfig
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """AdamW, or Adafactor with a fixed external learning rate (T5's fine-tuning setting)."""
-    decay, no_decay = [], []
+    decay, no_decay, embedding = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
+            continue
+        if cfg.embedding_lr == "relative" and name == "shared.weight":
+            embedding.append(p)
             continue
         # No weight decay on layer-norm scales and relative position biases. Under ZeRO-3 a
         # parameter loaded partitioned is 1-D here: its real shape is ds_shape.
         ndim = len(getattr(p, "ds_shape", p.shape))
         (no_decay if ndim < 2 or "relative_attention_bias" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if embedding:  # its own group and rate (the schedule multiplies each group's own lr)
+        scale = math.sqrt(model.config.d_model)
+        groups.append({"params": embedding, "weight_decay": cfg.weight_decay, "lr": cfg.lr * scale})
     if cfg.name == "adamw":
         # foreach=True: on CPU torch defaults to the single-tensor loop, whose update
         # (exp_avg_sq.sqrt() / bias_correction2_sqrt) keeps two temporaries the size of a tensor

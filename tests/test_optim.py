@@ -43,3 +43,34 @@ def test_exponential_range_sweep():
     f = lr_multiplier(OptimConfig(lr=1.0, schedule="exponential", range_start_ratio=1e-4), 5)
     assert f(0) == pytest.approx(1e-4) and f(4) == pytest.approx(1.0)
     assert f(2) == pytest.approx(1e-2)  # geometric midpoint
+
+
+@pytest.mark.parametrize("name", ["adamw", "adafactor"])
+def test_relative_embedding_lr_moves_the_embedding_at_the_kernels_relative_rate(name):
+    """embedding_lr=relative: the shared embedding in its own group at lr x sqrt(d_model), which the
+    schedule scales like the others; its first Adam step is sqrt(d_model) times the kernels'."""
+    import torch
+
+    from mt5study.optim import build_scheduler
+
+    torch.manual_seed(0)
+    model = build("tiny", vocab_size=400)
+    d = model.config.d_model
+    same = build_optimizer(model, OptimConfig(name=name, lr=1e-3))
+    assert len(same.param_groups) == 2
+    cfg = OptimConfig(name=name, lr=1e-3, embedding_lr="relative", schedule="cosine", warmup_steps=2)
+    opt = build_optimizer(model, cfg)
+    (emb,) = [g for g in opt.param_groups if any(p is model.shared.weight for p in g["params"])]
+    assert len(opt.param_groups) == 3 and len(emb["params"]) == 1
+    assert emb["lr"] == pytest.approx(1e-3 * math.sqrt(d))
+    sched = build_scheduler(opt, cfg, total_steps=10)
+    assert emb["lr"] / opt.param_groups[0]["lr"] == pytest.approx(math.sqrt(d))  # after the warm-up's first factor
+    if name == "adamw":
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        ids = torch.randint(0, 400, (2, 8))
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        sched.step()
+        step = {n: (p.detach() - before[n]).abs().max().item() for n, p in model.named_parameters()}
+        kernel = step["encoder.block.0.layer.1.DenseReluDense.wo.weight"]
+        assert step["shared.weight"] == pytest.approx(kernel * math.sqrt(d), rel=0.01)
