@@ -113,3 +113,9 @@ def test_sharded_engine_reads_the_same_catalog_documents(tmp_path):
     assert shard["id"] == "de-catalogs" and [Path(f["path"]).name for f in shard["files"]] == ["app.mo"]
     inline = [(d.id, d.text) for d in make_source(cfg.source).documents("de", None, 0, BadRecords())][1:]
     assert list(shard_documents(cfg, shard, BadRecords())) == inline
+
+
+def test_rule_path_is_relative_to_the_repository_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # papermill runs the ETL notebook in notebooks/
+    rule = heldout_rule("params/cpu/translation.yaml")
+    assert rule["params"] == "params/cpu/translation.yaml" and rule["test_fraction"] > 0

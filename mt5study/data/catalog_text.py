@@ -28,17 +28,19 @@ from mt5study.data.sources import BadRecords, Document, Source, SourceError
 
 
 def heldout_rule(path: str | None) -> dict[str, Any] | None:
-    """The split rule of a translation params file: {params, seed, validation_fraction,
-    test_fraction}; None without a file. A missing or invalid file is a SourceError naming it."""
+    """The split rule of a translation params file (absolute, or relative to the repository root):
+    {params, seed, validation_fraction, test_fraction}; None without a file. A missing or invalid file is a SourceError naming it."""
     if path is None:
         return None
     from mt5study.config import ConfigError, load
+    from mt5study.paths import find
     from mt5study.translation.config import TranslationParams
 
-    if not Path(path).is_file():
+    found = find(path)  # relative to the repository root, as every params path
+    if not found.is_file():
         raise SourceError(f"source.catalogs.exclude_heldout_of: {path} does not exist (a translation params file)")
     try:
-        t = load(path, schema=TranslationParams).translation
+        t = load(found, schema=TranslationParams).translation
     except ConfigError as e:
         raise SourceError(f"source.catalogs.exclude_heldout_of: {path} is not valid translation params:\n{e}") from None
     return {"params": str(path), "seed": t.seed, "validation_fraction": t.splits.validation_fraction,
