@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -277,10 +279,29 @@ def test_qa_findings_give_both_starts_with_their_spread_and_a_verdict(tmp_path):
             for s, (em, f1) in enumerate(scores)]
     rows.append({**rows[0], "normalization": "squad", "f1": 99.0})  # another normalisation: not counted
     pd.DataFrame(rows).to_parquet(tmp_path / "results.parquet", index=False)
+    # the runs' curves: the pretrained start 1.0 lower for 30 steps, then level (the same batches per seed)
+    for init in ("pretrained", "random_init"):
+        for s in range(3):
+            run = tmp_path / "runs" / init / f"seed{s}"
+            run.mkdir(parents=True)
+            lines = [{"step": k, "loss": 5.0 + 0.1 * ((k + s) % 3) + (1.0 if init == "random_init" and k <= 30 else 0.0)
+                         + 0.01 * s * (init == "pretrained")} for k in range(10, 110, 10)]
+            lines[-1]["eval_loss"] = 5.0 + 0.01 * s + 0.1 * (init == "pretrained")
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    pd.DataFrame([{"init": i, "seed": s, "run": "/moved/away"} for i in ("pretrained", "random_init") for s in range(3)]
+                 ).to_parquet(tmp_path / "runs.parquet", index=False)
     qa = report.qa_findings(tmp_path)
     assert qa["pretrained"]["f1"] == 42.0 and qa["pretrained"]["f1_sd"] == pytest.approx(2.0) and qa["pretrained"]["n"] == 3
-    assert qa["verdict"].startswith("the pretrained start is better than the random_init start on F1 by 31.0")
+    assert qa["verdict"].startswith("the pretrained start is better than random initialisation on F1 by 31.0")
     assert "paired t-interval over seeds" in qa["verdict"]
+    hs = qa["head_start"]
+    assert hs["lead_first"] == pytest.approx(1.0 - 0.01) and hs["lead_until"] == 30 and hs["seeds"] == 3
+    assert "worse than random initialisation on held-out loss at step 100 by 0.100" in hs["text"]
+    base = {"hardware": {"cpu": "x", "cpu_count": 2}, "per_precision": [], "not_completed": [],
+            "fastest_precision": "fp32", "batch_lr_completed": 0, "batch_lr_trials": 0}
+    text = report.describe({**base, "qa": qa})
+    assert "QA fine-tuned from random initialisation:" in text and "random_init" not in text
+    assert any(line.startswith("QA, fine-tuning curves: ") for line in report.conclusions({"qa": qa}))
     assert report.qa_findings(tmp_path / "absent") is None
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from mt5study import records, stats
+from mt5study import head_start, records, stats
+from mt5study.head_start import NAMES
 from mt5study.paths import OUTPUTS
 
 
@@ -172,8 +173,11 @@ def qa_findings(qa_dir: str | Path) -> dict[str, Any] | None:
         other = next(i for i in inits if i != pre)
         a, b = r[r.init == pre], r[r.init == other]
         a, b = a.assign(status="completed"), b.assign(status="completed")
-        out["verdict"] = compare_seeds(a, b, f"the {pre} start", f"the {other} start", "F1", "f1",
+        out["verdict"] = compare_seeds(a, b, NAMES.get(pre, pre), NAMES.get(other, other), "F1", "f1",
                                        lower_is_better=False, digits=1)
+    hs = head_start.findings(qa_dir)
+    if hs:
+        out["head_start"] = hs
     return out
 
 
@@ -264,7 +268,8 @@ def conclusions_by_study(f: dict[str, Any]) -> dict[str, list[str]]:
     batch_lr = [f[k] for k in ("batch_lr_verdict", "batch_verdict_at_best_lr") if f.get(k)]
     qa = f.get("qa") or {}
     out = {"Precision × ZeRO stage": list(f.get("precision_verdicts") or []), "Batch × learning rate": batch_lr,
-           "QA": ["QA: " + qa["verdict"]] if qa.get("verdict") else [],
+           "QA": (["QA: " + qa["verdict"]] if qa.get("verdict") else [])
+           + (["QA, fine-tuning curves: " + qa["head_start"]["text"]] if qa.get("head_start") else []),
            "Translation": translation_tables.headline(f.get("translation")),
            "Scaling": list((f.get("scaling") or {}).get("sentences") or [])}
     return {k: v for k, v in out.items() if v}
@@ -291,8 +296,8 @@ def describe(f: dict[str, Any]) -> str:
     lines.append(f"Fastest precision here (at the lowest ZeRO stage run): {f['fastest_precision']}")
     lines.append(f"Batch x lr: {f['batch_lr_completed']}/{f['batch_lr_trials']} trials completed.")
     for init, sc in (f.get("qa") or {}).items():
-        if init != "verdict":
-            lines.append(f"QA fine-tuned from {init}: {sc['text']} ({sc['questions']} questions)")
+        if init in NAMES:
+            lines.append(f"QA fine-tuned from {NAMES[init]}: {sc['text']} ({sc['questions']} questions)")
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from mt5study import config, records
+from mt5study import config, head_start, records
 from mt5study.paths import OUTPUTS, find
 from mt5study.qa import finetune as qa_finetune
 from mt5study.qa.prepare import Tokenizer
@@ -279,8 +279,11 @@ def report_findings(study: str | Path) -> dict[str, Any] | None:
     table = per_pair_table(results)
     table["pair"] = table["pair"].astype(str)
     verdicts = {d: verdict(results, d) for d in results["decoding"].unique()}
+    hs = head_start.findings(study)
     return {"pairs": list(dict.fromkeys(results["pair"])), "sizes": sizes,
             "table": json.loads(table.to_json(orient="records")),
             "verdict": verdicts.get("greedy") or next(iter(verdicts.values()), None),
-            "sentences": [f"Translation: {verdict_text(v)}" for v in verdicts.values()],
+            "sentences": [f"Translation: {verdict_text(v)}" for v in verdicts.values()]
+            + ([f"Translation, fine-tuning curves: {hs['text']}"] if hs else []),
+            "head_start": hs,
             "wall_seconds": done.get("wall_seconds")}

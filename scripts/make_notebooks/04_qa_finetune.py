@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from mt5study import config, paths, records
+from mt5study import config, head_start, paths, records
 from mt5study.qa import figures, finetune, prepare
 """),
     code("""
@@ -75,7 +75,12 @@ needed more than one window, `training_windows` hold the whole answer and a labe
 `answer_start`, malformed records; see `manifest.json`).
 """),
     code("data = finetune.prepare_data(params, root, base, redo=redo, keep_stale=keep_stale)"),
-    code("print(prepare.sizes(data).to_string())", "nbval-check-output"),
+    code("""
+sizes = prepare.sizes(data)
+for split, table in sizes.groupby("split"):  # one column per language: the table fits the page
+    print(f"{split}:")
+    print(table.drop(columns="split").set_index("lang").T.to_string(), end="\\n\\n")
+""", "nbval-check-output"),
     md("""
 For the man-page set, how it was built per language: pages listed and read (in a seeded order
 shared by all languages, until each split has its commands), option entries found, answers taken
@@ -93,7 +98,13 @@ display(runs.drop(columns=["run"]).round(3))  # data, code, checkpoint: what eac
     md("""
 *Fine-tuning loss per step (lines: mean over seeds, band ± 1 sd) and held-out loss (squares) of
 each start. A pretrained start that helps begins lower and stays lower on the held-out loss.*
+
+What the pretrained start is worth, from these curves (`mt5study.head_start`): its lead at the
+first logged step, paired by seed (a seed gives both starts the same data order), how long the lead
+stays larger than the noise, how many steps random initialisation needs to reach the pretrained
+start's first-step loss, and the held-out loss at the end.
 """),
+    code("print(head_start.text(head_start.head_start(finetune.curves(runs))))", "nbval-check-output"),
     md("""
 ## 4. Exact match and F1 per language
 

@@ -29,7 +29,7 @@ the ETL's temperature sampling (p ∝ n^0.3).
 import pandas as pd
 from IPython.display import display
 
-from mt5study import config, paths
+from mt5study import config, head_start, paths
 from mt5study.translation import finetune, prepare
 from mt5study.translation.config import TranslationParams
 """),
@@ -87,6 +87,15 @@ curves = finetune.curves(runs)
 ax = sns.lineplot(data=curves, x="step", y="loss", hue="init", errorbar="sd")
 ax.set_ylabel("training loss (mean ± sd over seeds)");
 """),
+    md("""
+*Training loss per step of each start (line: mean over seeds, band ± 1 sd). Where the pretrained
+start's line stays below random initialisation's, pretraining still helps at that step; where the
+lines meet, what it gave has been learnt again from the pairs.*
+
+What the pretrained start is worth, from these curves (`mt5study.head_start`, paired by seed: a
+seed gives both starts the same data order):
+"""),
+    code("print(head_start.text(head_start.head_start(curves)))", "nbval-check-output"),
     md("""
 ## 4. BLEU and chrF++ per pair
 
