@@ -119,3 +119,12 @@ def test_rule_path_is_relative_to_the_repository_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # papermill runs the ETL notebook in notebooks/
     rule = heldout_rule("params/cpu/translation.yaml")
     assert rule["params"] == "params/cpu/translation.yaml" and rule["test_fraction"] > 0
+
+
+def test_catalog_table_reads_the_manifest_counts():
+    from mt5study.data.report import catalog_table
+
+    m = {"source": {"catalog_counts": {"fr": {"catalogs_read": 2, "lines": 7, "heldout": 3}, "de": {"lines": 1}}}}
+    t = catalog_table(m)
+    assert list(t.index) == ["de", "fr"] and t.loc["fr", "heldout"] == 3 and t.loc["de", "catalogs_read"] == 0
+    assert catalog_table({"source": {}}).empty

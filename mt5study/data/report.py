@@ -61,6 +61,19 @@ def filter_table(manifest: dict[str, Any], unit: str = "docs") -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+CATALOG_COLUMNS = ("catalogs_read", "catalogs_bad", "messages", "untranslated", "identical", "format_mismatch",
+                   "heldout", "lines", "documents")
+
+
+def catalog_table(manifest: dict[str, Any]) -> pd.DataFrame:
+    """Per language, what the gettext catalogs gave the corpus (source.catalogs): catalogs read and
+    unreadable, messages, those left out (untranslated, identical, format mismatch, in the translation
+    study's held-out splits), lines kept and documents; empty when the ETL read no catalogs."""
+    counts = manifest.get("source", {}).get("catalog_counts") or {}
+    rows = {lang: {k: c.get(k, 0) for k in CATALOG_COLUMNS} for lang, c in sorted(counts.items())}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(CATALOG_COLUMNS))
+
+
 def shares_long(manifest: dict[str, Any]) -> pd.DataFrame:
     """Natural share, sampling probability and sampled share per language, long format."""
     t = language_table(manifest)

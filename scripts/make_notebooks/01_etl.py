@@ -7,7 +7,8 @@ write("01_etl.ipynb", [
 # 01 — ETL: multilingual text → balanced, tokenized, span-corrupted examples
 
 Reads the source named in the params (default: the translated Linux manual pages that Debian's
-`manpages-*` packages install), cleans each language (Unicode normalisation, control characters,
+`manpages-*` packages install, the general corpus, with the text of the installed gettext catalogs
+as the language-specific corpus), cleans each language (Unicode normalisation, control characters,
 minimum length, repeated boilerplate lines, exact duplicates, a language-identification check),
 samples languages with mT5's temperature α (p ∝ n^α), trains the SentencePiece tokenizer on a
 balanced sample, packs documents and applies T5's span corruption. Everything below is read
@@ -58,6 +59,17 @@ print(table.to_string())
 """, "nbval-check-output"),
     md("Documents each cleaning filter dropped (`report.filter_table(manifest, \"chars\")` for characters)."),
     code("print(report.filter_table(manifest).to_string())", "nbval-check-output"),
+    md("""
+## The language-specific corpus: gettext catalogs
+
+With `source.catalogs` set, each language also gets the text of the installed gettext catalogs, one
+document per catalog, one message per line (English: the messages' English originals). Messages are
+left out as the translation study leaves them out (untranslated, identical to the English, format
+specifiers that differ), and so are those whose English string is in the translation study's
+validation or test split (`heldout`): no held-out string is pretraining text in any language. The
+documents then pass the same cleaning as the rest (the filter table above counts them).
+"""),
+    code("print(report.catalog_table(manifest).to_string())", "nbval-check-output"),
     md("## Natural versus sampled language shares"),
     code("report.plot_shares(manifest)\nplt.show()"),
     md("## Document length in tokens"),
