@@ -93,3 +93,28 @@ def test_validate_calibrates_the_gather_cost_on_one_rank_and_predicts_two(monkey
     # Without a [1, 3] run there is nothing to calibrate on: the gather term is 0, not guessed.
     t0 = workers.validate(params, runs.drop(index=1), inputs)
     assert (t0["predicted_gather_s"] == 0).all()
+
+
+def test_inputs_are_measured_with_every_rank_busy_and_kept_with_the_runs(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from mt5study.paths import PARAMS
+    from mt5study.scaling import config as scaling_config
+    from mt5study.scaling import workers
+
+    params = scaling_config.load(PARAMS / "cpu" / "scaling_smoke.yaml")
+    calls = []
+    monkeypatch.setattr(steptime, "measure_peak_together", lambda threads, world: calls.append(world) or 1e9 / world)
+    monkeypatch.setattr(steptime, "measure_link", lambda world, mib: {"bandwidth_bytes_per_s": 1e9, "latency_s": 1e-4})
+    run = tmp_path / "steptime" / "trials" / "world=2__zero_stage=0"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text("{}")
+    first = workers.measure_inputs(params, tmp_path, [1, 2, 2])
+    assert calls == [1, 2] and first["peak_flops_per_rank"] == {1: 1e9, 2: 5e8} and first["peak_method"] == "together"
+    again = workers.measure_inputs(params, tmp_path, [1, 2])  # the runs unchanged: the same inputs, not re-measured
+    assert calls == [1, 2] and {int(k): v for k, v in again["peak_flops_per_rank"].items()} == {1: 1e9, 2: 5e8}
+    later = time.time() + 5
+    os.utime(run / "summary.json", (later, later))  # a run trained again: measured again
+    workers.measure_inputs(params, tmp_path, [1, 2])
+    assert calls == [1, 2, 1, 2]

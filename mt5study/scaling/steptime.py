@@ -18,8 +18,9 @@ is the `gathers` term; on a GPU it hides partly behind the prefetch stream, on 2
 it does not (measured 2026-11-30, ladder-4: the 2-rank ZeRO-3 step was 2.4x the ZeRO-0 one, and
 the bytes and latency explain about an eighth of the difference).
 
-Measured here (`measure_peak`, `measure_link`): the CPU's matmul FLOP/s at the threads a rank
-gets, and gloo's all-reduce bandwidth and latency between two processes. `validate` calibrates
+Measured here (`measure_peak_together`, `measure_link`): the CPU's matmul FLOP/s at the threads a
+rank gets, with as many processes computing at once as the world size has ranks, and gloo's
+all-reduce bandwidth and latency between two processes. `validate` calibrates
 two numbers on 1-rank runs, MFU on ZeRO-0 and the cost of one gather on ZeRO-3, and predicts
 every 2-rank run from the model.
 """
@@ -109,6 +110,35 @@ def measure_peak(threads: int, size: int = 1024, seconds: float = 1.5) -> float:
         return best
     finally:
         torch.set_num_threads(before)
+
+
+def _peak_worker(rank: int, threads: int, barrier, out: str) -> None:
+    import json
+
+    barrier.wait()  # every process starts its matmuls together: each measures under the others' load
+    Path(out, f"{rank}.json").write_text(json.dumps(measure_peak(threads)))
+
+
+def measure_peak_together(threads: int, world: int) -> float:
+    """Matmul FLOP/s per rank while `world` processes, `threads` threads each, all run matmuls at
+    once (the mean over them): what a rank computes when every rank computes. One process alone
+    can overstate it where the cores share a clock budget, caches or memory bandwidth (measured
+    2026-12-01 on a 2-vCPU Xeon VM: see the README's dated note)."""
+    if world == 1:
+        return measure_peak(threads)
+    import json
+    import multiprocessing
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    from mt5study.trial_process import main_hidden
+
+    ctx = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory() as tmp, main_hidden():
+        mp.start_processes(_peak_worker, args=(threads, ctx.Barrier(world), tmp), nprocs=world, join=True,
+                           start_method="spawn")
+        return float(np.mean([json.loads(Path(tmp, f"{r}.json").read_text()) for r in range(world)]))
 
 
 def _link_worker(rank: int, world: int, port: int, nbytes: int, repeats: int, out: str) -> None:
