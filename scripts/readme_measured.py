@@ -110,9 +110,13 @@ def section(outputs: Path, earlier: Path | None = None) -> str:
 
     qa = report.qa_findings(outputs / "qa")
     if qa:
-        starts = "; ".join(f"{k}: {s['text']} ({s['questions']} questions)" for k, s in qa.items() if k != "verdict")
+        from mt5study.head_start import NAMES
+
+        starts = "; ".join(f"{NAMES[k]}: {s['text']} ({s['questions']} questions)" for k, s in qa.items() if k in NAMES)
         lines.append(f"- **QA** (`outputs/qa`, all languages, language-aware normalisation): {starts}."
                      + (f" {qa['verdict']}" if qa.get("verdict") else ""))
+        if qa.get("head_start"):
+            lines.append(f"  - Fine-tuning curves: {qa['head_start']['text']}")
     else:
         lines.append("- QA study: not run yet.")
 
