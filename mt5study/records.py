@@ -198,6 +198,15 @@ class InputsError(RuntimeError):
     """A run's inputs cannot be named by content (missing data or checkpoint, unreadable manifest)."""
 
 
+def say(line: str) -> None:
+    """One progress line in one write: print() writes the text and the newline separately, so lines
+    printed from the threads of side-by-side runs could run into each other on the page."""
+    import sys
+
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def loss_text(loss: float | None) -> str:
     """A loss for progress lines: 3 decimals (what the tables show), or "none" for a run without one."""
     return "none" if loss is None else f"{loss:.3f}"
@@ -433,14 +442,14 @@ def reuse_or_redo(out: str | Path, reasons: list[str], keep_stale: bool, match: 
     """True to reuse the finished folder `out`: nothing changed (`match` says what was compared),
     or it is kept stale on request; False to redo it. Prints and records (reuse.json) which, and why."""
     if not reasons:
-        print(f"[reuse] {out}: {match}", flush=True)
+        say(f"[reuse] {out}: {match}")
         record_decision(out, "reused", [])
         return True
     if keep_stale:
-        print(f"[reuse] {out}: KEPT STALE on request: {'; '.join(reasons)}", flush=True)
+        say(f"[reuse] {out}: KEPT STALE on request: {'; '.join(reasons)}")
         record_decision(out, "kept stale", reasons)
         return True
-    print(f"[rerun] {out}: {'; '.join(reasons)}", flush=True)
+    say(f"[rerun] {out}: {'; '.join(reasons)}")
     return False
 
 

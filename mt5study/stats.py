@@ -188,6 +188,14 @@ def verdict(a: Sequence[float], b: Sequence[float], name_a: str, name_b: str, me
     return f"{name_a} is {word} than {name_b} on {metric} by {abs(d.diff):.{digits}f}: {nums}; {why} excludes 0."
 
 
+def wrap(text: str, width: int = 100) -> str:
+    """Verdict sentences for a printed cell: each line filled to `width` at word boundaries (a page
+    would otherwise break a long line mid-word)."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width) if line else line for line in text.split("\n"))
+
+
 def best_of(groups: Mapping[str, Sequence[float]], metric: str, lower_is_better: bool = True,
             test: str = "welch", digits: int = 3, over: str = "seeds") -> dict:
     """The best group by mean, and which others are within noise of it (by `test`).

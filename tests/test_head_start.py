@@ -51,3 +51,24 @@ def test_no_lead_and_one_seed():
     assert not one.lead_first.measurable and "no spread can be given" in H.text(one)
     assert H.head_start(_curves(shift=30).query("init == 'pretrained'")) is None
     assert "compare_random_init" in H.text(None)
+
+
+def test_progress_lines_are_single_writes(monkeypatch):
+    """records.say: text and newline in one write, so threads' lines cannot run into each other."""
+    import sys
+
+    from mt5study import records
+
+    writes = []
+
+    class Stream:
+        def write(self, s):
+            writes.append(s)
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Stream())
+    records.say("[qa] fine-tuning from pretrained, seed 0")
+    assert writes == ["[qa] fine-tuning from pretrained, seed 0\n"]
+    assert records.loss_text(5.16547) == "5.165" and records.loss_text(None) == "none"

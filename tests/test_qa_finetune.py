@@ -122,7 +122,7 @@ def test_table_gives_mean_sd_and_n_per_language():
                  {"pretrained": [20.0, 21.0, 22.0], "random_init": [1.0, 2.0, 3.0]})
     table = finetune.score_pivot(r)
     assert list(table.index) == ["de", "en", "all"]
-    assert table.loc["all", "pretrained F1"] == "42.0 ± 2.0" and table.loc["en", "random_init EM"] == "3.0 ± 1.0"
+    assert table.loc["all", "pretrained F1"] == "42.0 ± 2.0" and table.loc["en", "random init EM"] == "3.0 ± 1.0"
     assert table.loc["all", "pretrained n"] == 3 and table.loc["de", "questions"] == 10
     text = figures.verdict(r)
     assert "the pretrained start is better than random initialisation on F1" in text

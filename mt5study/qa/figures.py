@@ -12,6 +12,13 @@ from mt5study.qa.finetune import lang_order
 NAMES = {"pretrained": "the pretrained start", "random_init": "random initialisation"}
 
 
+def _labelled(t: pd.DataFrame) -> pd.DataFrame:
+    """The starts as legends name them ("random init", not the folder name random_init), in the column `start`."""
+    from mt5study.qa.finetune import INIT_LABELS
+
+    return t.assign(start=t["init"].map(lambda i: INIT_LABELS.get(i, i))) if "init" in t else t
+
+
 def _seeds(t: pd.DataFrame) -> int:
     return int(t["seed"].nunique()) if "seed" in t and not t.empty else (1 if not t.empty else 0)
 
@@ -19,12 +26,12 @@ def _seeds(t: pd.DataFrame) -> int:
 def scores_bars(results: pd.DataFrame, normalization: str = "language-aware") -> plt.Figure:
     """EM and F1 per language, one bar per start: the mean over seeds, error bars ± 1 sd (none,
     and a note saying so, with one seed)."""
-    t = results[results.normalization == normalization]
+    t = _labelled(results[results.normalization == normalization])
     n = _seeds(t)
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), sharey=True)
     for ax, col, label in zip(axes, ("exact_match", "f1"), ("exact match (%)", "F1 (%)")):
         if not t.empty:
-            sns.barplot(data=t, x="lang", y=col, hue="init", ax=ax, order=lang_order(t["lang"]),
+            sns.barplot(data=t, x="lang", y=col, hue="start", ax=ax, order=lang_order(t["lang"]),
                         errorbar="sd" if n >= 2 else None, capsize=0.1)
         ax.set_xlabel("")
         ax.set_ylabel(label)
@@ -40,10 +47,11 @@ def loss_curves(curves: pd.DataFrame) -> plt.Figure:
     """Training loss (lines: mean over seeds, band ± 1 sd) and held-out loss (points) per step."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
     if not curves.empty:
+        curves = _labelled(curves)
         n = _seeds(curves)
-        sns.lineplot(data=curves, x="step", y="loss", hue="init", ax=ax, errorbar="sd" if n >= 2 else None)
+        sns.lineplot(data=curves, x="step", y="loss", hue="start", ax=ax, errorbar="sd" if n >= 2 else None)
         ev = curves.dropna(subset=["eval_loss"])
-        sns.scatterplot(data=ev, x="step", y="eval_loss", hue="init", marker="s", ax=ax, legend=False)
+        sns.scatterplot(data=ev, x="step", y="eval_loss", hue="start", marker="s", ax=ax, legend=False)
     ax.set_ylabel("loss (train: line, held out: squares)")
     fig.tight_layout()
     return fig

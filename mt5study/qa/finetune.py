@@ -34,6 +34,7 @@ from mt5study.qa import prepare as prepare_lib
 from mt5study.qa.config import QAParams
 
 INITS = ("pretrained", "random_init")
+INIT_LABELS = {"pretrained": "pretrained", "random_init": "random init"}  # the starts as tables and legends name them
 
 
 class BaseModelError(ValueError):
@@ -192,10 +193,10 @@ def train_runs(params: QAParams, root: Path, data: Path, base: dict[str, Any], r
 
     def one(init: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
         out = root / "runs" / init / f"seed{seed}"
-        print(f"[{params.qa.name}] fine-tuning from {init}, seed {seed}", flush=True)
+        records.say(f"[{params.qa.name}] fine-tuning from {init}, seed {seed}")
         summary = _train(out, base_path, overrides, redo, keep_stale)
-        print(f"[{params.qa.name}]   {init}, seed {seed}: {summary.get('status')} "
-              f"eval loss {records.loss_text(summary.get('final_eval_loss'))}", flush=True)
+        records.say(f"[{params.qa.name}]   {init}, seed {seed}: {summary.get('status')} "
+              f"eval loss {records.loss_text(summary.get('final_eval_loss'))}")
         model_cfg = out / "model" / "config.json"
         return {"init": init, "seed": seed, "run": str(out), **{k: summary.get(k) for k in (
             "status", "error", "steps", "tokens", "wall_seconds", "final_train_loss", "final_eval_loss")},
@@ -261,9 +262,9 @@ def score_pivot(results: pd.DataFrame, normalization: str = "language-aware", di
             one = at[at.init == init]
             for col, name in (("exact_match", "EM"), ("f1", "F1")):
                 sp = stats.spread(one[col].astype(float).tolist())
-                row[f"{init} {name}"] = (f"{sp.mean:.{digits}f} ± {sp.sd:.{digits}f}" if sp.has_spread
+                row[f"{INIT_LABELS[init]} {name}"] = (f"{sp.mean:.{digits}f} ± {sp.sd:.{digits}f}" if sp.has_spread
                                          else f"{sp.mean:.{digits}f} (no spread)")
-            row[f"{init} n"] = int(one["seed"].nunique()) if "seed" in one else len(one)
+            row[f"{INIT_LABELS[init]} n"] = int(one["seed"].nunique()) if "seed" in one else len(one)
         rows.append(row)
     return pd.DataFrame(rows).set_index("lang")
 
@@ -289,7 +290,7 @@ def sample_predictions(predictions: pd.DataFrame, per_language: int, max_chars: 
     for col in wide.columns[2:]:
         wide[col] = wide[col].map(lambda s: s if not isinstance(s, str) or len(s) <= max_chars else s[: max_chars - 1] + "…")
     wide.columns.name = None
-    return wide.drop(columns=["id"])
+    return wide.drop(columns=["id"]).rename(columns=INIT_LABELS)
 
 
 def record(root: Path, params: QAParams, base: dict[str, Any], data: Path, runs: pd.DataFrame) -> None:

@@ -86,10 +86,10 @@ def train_runs(params: TranslationParams, root: Path, data: Path, base: dict[str
 
     def one(init: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
         out = run_dir(root, init, seed)
-        print(f"[{tr.name}] fine-tuning from {init}, seed {seed}", flush=True)
+        records.say(f"[{tr.name}] fine-tuning from {init}, seed {seed}")
         summary = qa_finetune._train(out, base_path, overrides, redo, keep_stale)
-        print(f"[{tr.name}]   {init}, seed {seed}: {summary.get('status')} "
-              f"eval loss {records.loss_text(summary.get('final_eval_loss'))}", flush=True)
+        records.say(f"[{tr.name}]   {init}, seed {seed}: {summary.get('status')} "
+              f"eval loss {records.loss_text(summary.get('final_eval_loss'))}")
         return {"init": init, "seed": seed, "run": str(out), **{k: summary.get(k) for k in (
             "status", "error", "steps", "tokens", "wall_seconds", "final_train_loss", "final_eval_loss")}}
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from mt5study import config, head_start, paths, records
+from mt5study import config, head_start, paths, records, stats
 from mt5study.qa import figures, finetune, prepare
 """),
     code("""
@@ -104,7 +104,7 @@ first logged step, paired by seed (a seed gives both starts the same data order)
 stays larger than the noise, how many steps random initialisation needs to reach the pretrained
 start's first-step loss, and the held-out loss at the end.
 """),
-    code("print(head_start.text(head_start.head_start(finetune.curves(runs))))", "nbval-check-output"),
+    code("print(stats.wrap(head_start.text(head_start.head_start(finetune.curves(runs)))))", "nbval-check-output"),
     md("""
 ## 4. Exact match and F1 per language
 
@@ -124,7 +124,7 @@ print(records.provenance_note(root))
 for norm in ("language-aware", "squad"):
     print(norm)
     print(finetune.score_pivot(results, norm).to_string())
-print(figures.verdict(results))
+print(stats.wrap(figures.verdict(results)))
 """, "nbval-check-output"),
     code("fig = figures.scores_bars(results)"),
     md("""

@@ -29,7 +29,8 @@ the ETL's temperature sampling (p ∝ n^0.3).
 import pandas as pd
 from IPython.display import display
 
-from mt5study import config, head_start, paths
+from mt5study import config, head_start, paths, stats
+from mt5study.qa.finetune import INIT_LABELS
 from mt5study.translation import finetune, prepare
 from mt5study.translation.config import TranslationParams
 """),
@@ -74,17 +75,22 @@ Per pair, every filter's drops (empty, no letters, too short or long in characte
 too long for the encoder or decoder, token-length ratio), the split sizes (held-out splits keep one
 target per source: `alternative_targets`) and each pair's share of the balanced training set.
 """),
-    code("print(prepare.sizes(data).T.to_string())", "nbval-check-output"),
+    code("""
+sizes = prepare.sizes(data)
+sizes["train_share"] = sizes["train_share"].map("{:.3f}".format)  # counts stay integers in the transposed table
+print(sizes.T.to_string())
+""", "nbval-check-output"),
     md("## 3. Fine-tuning: pretrained start and random initialisation, same params and budget, each seed"),
     code("""
 runs = finetune.train_runs(params, root, data, base, redo=redo, keep_stale=keep_stale)
-display(runs.drop(columns=["run"]))
+display(runs.drop(columns=["run"]).round(3))
 """),
     code("""
 import seaborn as sns
 
 curves = finetune.curves(runs)
-ax = sns.lineplot(data=curves, x="step", y="loss", hue="init", errorbar="sd")
+ax = sns.lineplot(data=curves.assign(start=curves["init"].map(INIT_LABELS)), x="step", y="loss", hue="start",
+                  errorbar="sd")
 ax.set_ylabel("training loss (mean ± sd over seeds)");
 """),
     md("""
@@ -95,7 +101,7 @@ lines meet, what it gave has been learnt again from the pairs.*
 What the pretrained start is worth, from these curves (`mt5study.head_start`, paired by seed: a
 seed gives both starts the same data order):
 """),
-    code("print(head_start.text(head_start.head_start(curves)))", "nbval-check-output"),
+    code("print(stats.wrap(head_start.text(head_start.head_start(curves))))", "nbval-check-output"),
     md("""
 ## 4. BLEU and chrF++ per pair
 
@@ -112,7 +118,8 @@ with pd.option_context("display.width", 200):
     code("display(finetune.signatures(results))"),
     code("""
 table = finetune.per_pair_table(results)
-ax = sns.barplot(data=results[results.decoding == "greedy"], x="pair", y="chrf", hue="init", errorbar="sd")
+greedy = results[results.decoding == "greedy"]
+ax = sns.barplot(data=greedy.assign(start=greedy["init"].map(INIT_LABELS)), x="pair", y="chrf", hue="start", errorbar="sd")
 ax.set_ylabel("chrF++ (greedy, mean ± sd over seeds)");
 """),
     code("""
