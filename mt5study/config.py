@@ -105,6 +105,12 @@ class RunConfig(Section):
     zero3_init: bool = True
     """ZeRO-3: partition parameters as they are created (DeepSpeed zero.Init); False builds the
     whole model on every rank first (the old path, kept to measure it: scripts/bench_memory.py)."""
+    fp16_engine: Literal["auto", "deepspeed", "torch_amp"] = "auto"
+    """fp16's engine: `auto` is DeepSpeed's fp16 engine on a GPU and torch AMP (ZeRO-0 only) on a CPU,
+    whatever the CPU (DeepSpeed's CPU accelerator accepts fp16 only on AVX512-FP16 CPUs, and there its
+    non-ZeRO wrapper's update differs from ZeRO-3's: README, 2026-12-01), so the same params give the
+    same run on every CPU; `deepspeed` asks for DeepSpeed's engine (unsupported where its accelerator
+    refuses fp16); `torch_amp` for torch AMP (ZeRO-0 only)."""
     fp16_initial_scale_power: int = Field(default=16, ge=0, le=32)  # initial loss scale 2**k
     fp16_max_skipped_steps: int = Field(default=24, gt=0)
     """fp16: consecutive optimizer steps the loss scaler may skip (gradient overflow) before the

@@ -529,8 +529,9 @@ def _metrics_row(engine, step, loss, lr, elapsed, n_steps, tokens_per_step, flop
 def _engine_kind(run: config.RunConfig) -> tuple[str, str | None]:
     """("deepspeed" or "torch_amp", why the run cannot go ahead or None).
 
-    fp16 where DeepSpeed's accelerator refuses it (its CPU accelerator) runs through torch AMP,
-    which has no ZeRO partitioning: at zero_stage 0 only."""
+    fp16 follows run.fp16_engine: `auto` takes torch AMP on a CPU (whatever DeepSpeed's CPU
+    accelerator says: it accepts fp16 on some CPUs only) and DeepSpeed elsewhere. torch AMP has no
+    ZeRO partitioning: zero_stage 0 only."""
     if run.precision == "fp32":
         return "deepspeed", None
     from deepspeed.accelerator import get_accelerator
@@ -539,12 +540,16 @@ def _engine_kind(run: config.RunConfig) -> tuple[str, str | None]:
     name = acc.device_name()
     if run.precision == "bf16":
         return "deepspeed", None if acc.is_bf16_supported() else f"DeepSpeed's {name} accelerator reports bf16 unsupported"
-    if acc.is_fp16_supported():
-        return "deepspeed", None
-    if name == "cpu" and run.zero_stage == 0:
+    engine = run.fp16_engine if run.fp16_engine != "auto" else ("torch_amp" if name == "cpu" else "deepspeed")
+    if engine == "deepspeed":
+        return "deepspeed", None if acc.is_fp16_supported() else (
+            f"DeepSpeed's {name} accelerator reports fp16 unsupported (run.fp16_engine={run.fp16_engine})")
+    if name != "cpu":
+        return "deepspeed", f"torch AMP fp16 is the CPU path (run.fp16_engine={run.fp16_engine} on {name})"
+    if run.zero_stage == 0:
         return "torch_amp", None
-    return "deepspeed", (f"DeepSpeed's {name} accelerator reports fp16 unsupported; fp16 on CPU runs through torch "
-                         f"AMP at run.zero_stage 0 only (got {run.zero_stage})")
+    return "deepspeed", (f"fp16 on cpu runs through torch AMP at run.zero_stage 0 only (got {run.zero_stage}; "
+                         f"run.fp16_engine={run.fp16_engine})")
 
 
 def _cpu_group():

@@ -90,3 +90,22 @@ def test_fp16_scaler_that_never_recovers_ends_as_diverged(tiny_params, tmp_path)
     s = records.read_json(out / "summary.json")
     assert s["status"] == "diverged" and s["diverged_at_step"] == 2 and "fp16 loss scaler" in s["reason"]
     assert s["skipped_steps"] == 2 and not (out / "model").exists()
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_fp16_engine_on_cpu_does_not_depend_on_the_cpu(monkeypatch, supported):
+    """auto: torch AMP on every CPU (DeepSpeed's CPU accelerator accepts fp16 on AVX512-FP16 CPUs only);
+    deepspeed: DeepSpeed's engine where it accepts fp16, else unsupported, named."""
+    from deepspeed.accelerator import get_accelerator
+
+    from mt5study import config
+    from mt5study.train import _engine_kind
+
+    monkeypatch.setattr(type(get_accelerator()), "is_fp16_supported", lambda self: supported)
+    run = lambda **kw: config.RunConfig(steps=1, micro_batch=1, precision="fp16", **kw)  # noqa: E731
+    assert _engine_kind(run()) == ("torch_amp", None)
+    kind, why = _engine_kind(run(zero_stage=3))
+    assert "zero_stage 0 only" in why
+    kind, why = _engine_kind(run(fp16_engine="deepspeed", zero_stage=3))
+    assert kind == "deepspeed" and (why is None) == supported
+    assert supported or "reports fp16 unsupported (run.fp16_engine=deepspeed)" in why
