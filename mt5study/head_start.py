@@ -61,6 +61,12 @@ def _paired(curves: pd.DataFrame, column: str) -> pd.DataFrame:
     return table.loc[:, [(i, s) for i in STARTS for s in seeds]].dropna()
 
 
+def _step_differences(train: pd.DataFrame) -> list[stats.Difference]:
+    """Per logged step of a `_paired` table: random init minus pretrained, paired over seeds."""
+    return [stats.difference(train.loc[s, "random_init"].tolist(), train.loc[s, "pretrained"].tolist(), "paired-t")
+            for s in train.index]
+
+
 def head_start(curves: pd.DataFrame) -> HeadStart | None:
     """The comparison above from `finetune.curves(runs)` (init, seed, step, loss, eval_loss); None
     when the curves lack either start."""
@@ -71,8 +77,7 @@ def head_start(curves: pd.DataFrame) -> HeadStart | None:
         return None
     seeds = train["pretrained"].shape[1]
     steps = list(train.index)
-    diffs = [stats.difference(train.loc[s, "random_init"].tolist(), train.loc[s, "pretrained"].tolist(), "paired-t")
-             for s in steps]
+    diffs = _step_differences(train)
     ahead = [d.measurable and d.low > 0 for d in diffs]  # pretrained lower, outside the noise
     lead_until = lead_after = None
     if ahead[0]:
@@ -127,8 +132,7 @@ def lead_table(curves: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """Per logged step: each start's mean training loss and the paired difference with its interval."""
     train = _paired(curves, "loss")
     rows = []
-    for s in train.index:
-        d = stats.difference(train.loc[s, "random_init"].tolist(), train.loc[s, "pretrained"].tolist(), "paired-t")
+    for s, d in zip(train.index, _step_differences(train)):
         rows.append({"step": int(s), "pretrained": train.loc[s, "pretrained"].mean(),
                      "random init": train.loc[s, "random_init"].mean(), "lead": d.diff,
                      "lead low": d.low if d.low is not None else math.nan,

@@ -7,9 +7,8 @@ import pandas as pd
 import seaborn as sns
 
 from mt5study import stats
+from mt5study.head_start import NAMES  # the starts as sentences name them
 from mt5study.qa.finetune import lang_order
-
-NAMES = {"pretrained": "the pretrained start", "random_init": "random initialisation"}
 
 
 def _labelled(t: pd.DataFrame) -> pd.DataFrame:
