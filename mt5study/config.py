@@ -81,12 +81,26 @@ class OptimConfig(Section):
     min_lr_ratio: float = Field(default=0.0, ge=0.0, le=1.0)  # cosine floor, fraction of lr
     grad_clip: float = Field(default=1.0, ge=0.0)  # max global grad norm; 0 disables
     range_start_ratio: float = Field(default=1e-3, gt=0.0, le=1.0)  # exponential: first lr / lr
+    scale_parameter: bool = False
+    """Adafactor only: multiply each step by the parameter's RMS (floor 1e-3), as T5X and Mesh
+    TensorFlow's Adafactor do by default (multiply_by_parameter_scale=True), so every weight moves
+    the same fraction of its size; False = the same absolute step for every weight (transformers'
+    documented T5 fine-tuning setting)."""
     embedding_lr: Literal["same", "relative"] = "same"
     """The shared token embedding's learning rate: `same` as every weight, or `relative`:
     lr x sqrt(d_model), the ratio of its T5X init RMS (1.0) to the dense kernels' (d_model^-0.5).
     Adam's step is the same size for every weight, so with `same` the embedding moves ~sqrt(d_model)
     times slower relative to its size than the kernels; T5X's Adafactor scales each step by the
     parameter's RMS (multiply_by_parameter_scale), which `relative` reproduces for the embedding."""
+
+    @model_validator(mode="after")
+    def _scaled_steps(self) -> "OptimConfig":
+        if self.scale_parameter and self.name != "adafactor":
+            raise ValueError(f"optim.scale_parameter=true is Adafactor's; optim.name is {self.name!r}")
+        if self.scale_parameter and self.embedding_lr == "relative":
+            raise ValueError("optim.embedding_lr=relative with optim.scale_parameter=true scales the "
+                             "embedding's step twice; scale_parameter already sizes it to its RMS")
+        return self
 
 
 class RunConfig(Section):

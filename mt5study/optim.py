@@ -36,7 +36,7 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opt
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True)
     from transformers.optimization import Adafactor
 
-    return Adafactor(groups, lr=cfg.lr, scale_parameter=False, relative_step=False, warmup_init=False)
+    return Adafactor(groups, lr=cfg.lr, scale_parameter=cfg.scale_parameter, relative_step=False, warmup_init=False)
 
 
 def lr_multiplier(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:

@@ -74,3 +74,33 @@ def test_relative_embedding_lr_moves_the_embedding_at_the_kernels_relative_rate(
         step = {n: (p.detach() - before[n]).abs().max().item() for n, p in model.named_parameters()}
         kernel = step["encoder.block.0.layer.1.DenseReluDense.wo.weight"]
         assert step["shared.weight"] == pytest.approx(kernel * math.sqrt(d), rel=0.01)
+
+
+def test_adafactor_scale_parameter_steps_each_weight_by_its_size():
+    """optim.scale_parameter (T5X's multiply_by_parameter_scale): a weight's step is lr x its RMS,
+    so the std-1.0 embedding moves ~sqrt(d_model) times more than a std-d^-0.5 kernel; without it
+    both move about lr. AdamW, or scaling the embedding twice, is refused by name."""
+    import torch
+
+    def first_steps(scale: bool) -> dict[str, float]:
+        torch.manual_seed(0)
+        model = build("tiny", vocab_size=400)
+        opt = build_optimizer(model, OptimConfig(name="adafactor", lr=1e-2, scale_parameter=scale))
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        ids = torch.randint(0, 400, (2, 8))
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        rms = {n: b.pow(2).mean().sqrt().item() for n, b in before.items()}
+        return {n: ((p.detach() - before[n]).pow(2).mean().sqrt().item(), rms[n]) for n, p in model.named_parameters()}
+
+    kernel, emb = "encoder.block.0.layer.1.DenseReluDense.wo.weight", "shared.weight"
+    scaled, plain = first_steps(True), first_steps(False)
+    for name in (kernel, emb):
+        step, size = scaled[name]
+        assert step / size == pytest.approx(plain[name][0] / 1.0, rel=0.05)  # lr x RMS vs lr x 1
+    assert scaled[emb][0] / scaled[kernel][0] > 3 * plain[emb][0] / plain[kernel][0]
+
+    with pytest.raises(ValueError, match="scale_parameter=true is Adafactor's"):
+        OptimConfig(name="adamw", lr=1e-3, scale_parameter=True)
+    with pytest.raises(ValueError, match="scales the embedding's step twice"):
+        OptimConfig(name="adafactor", lr=1e-3, scale_parameter=True, embedding_lr="relative")
