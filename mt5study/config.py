@@ -85,7 +85,8 @@ class OptimConfig(Section):
     """Adafactor only: multiply each step by the parameter's RMS (floor 1e-3), as T5X and Mesh
     TensorFlow's Adafactor do by default (multiply_by_parameter_scale=True), so every weight moves
     the same fraction of its size; False = the same absolute step for every weight (transformers'
-    documented T5 fine-tuning setting)."""
+    documented T5 fine-tuning setting). Only where the optimizer sees whole weights: ZeRO-0 in
+    fp32 (TrainParams refuses it where DeepSpeed flattens them)."""
     embedding_lr: Literal["same", "relative"] = "same"
     """The shared token embedding's learning rate: `same` as every weight, or `relative`:
     lr x sqrt(d_model), the ratio of its T5X init RMS (1.0) to the dense kernels' (d_model^-0.5).
@@ -199,6 +200,14 @@ class TrainParams(Section):
         if self.optim.name == "adafactor" and self.run.precision == "fp16":
             # Adafactor's factored second moments underflow in fp16; T5 never trained so.
             raise ValueError("optim.name=adafactor with run.precision=fp16 is not supported")
+        if self.optim.scale_parameter and (self.run.zero_stage > 0 or self.run.precision == "bf16"):
+            # DeepSpeed hands the optimizer flat fp32 partitions under ZeRO (sub-groups of
+            # sub_group_size elements at stage 3) and under its bf16 optimizer: Adafactor's RMS
+            # would then be taken over a chunk of many weights, not over each weight as T5X's is.
+            raise ValueError(
+                f"optim.scale_parameter=true needs each weight as its own tensor in the optimizer; "
+                f"run.zero_stage={self.run.zero_stage}, run.precision={self.run.precision} gives it "
+                "DeepSpeed's flat partitions (use zero_stage 0 in fp32, or scale_parameter false)")
         return self
 
 

@@ -104,3 +104,19 @@ def test_adafactor_scale_parameter_steps_each_weight_by_its_size():
         OptimConfig(name="adamw", lr=1e-3, scale_parameter=True)
     with pytest.raises(ValueError, match="scales the embedding's step twice"):
         OptimConfig(name="adafactor", lr=1e-3, scale_parameter=True, embedding_lr="relative")
+
+
+def test_scale_parameter_is_refused_where_deepspeed_flattens_the_weights(tmp_path):
+    """Under ZeRO or DeepSpeed's bf16 optimizer Adafactor sees flat partitions: refused, named."""
+    from mt5study.config import ConfigError, load
+
+    base = {"model": {"preset": "tiny"}, "optim": {"name": "adafactor", "lr": 1e-3, "scale_parameter": True},
+            "run": {"steps": 1, "micro_batch": 1}}
+    import yaml
+
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(base))
+    assert load(f).optim.scale_parameter  # ZeRO-0, fp32: whole weights
+    for key, value in (("run.zero_stage", 3), ("run.zero_stage", 1), ("run.precision", "bf16")):
+        with pytest.raises(ConfigError, match="scale_parameter=true needs each weight as its own tensor"):
+            load(f, {key: value})
