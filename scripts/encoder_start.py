@@ -3,16 +3,19 @@ pretrained encoder and token embedding and draws the decoder and output layer af
 
 The translation study compares the pretrained start with random initialisation. This diagnostic
 adds the start between them: the pretrained checkpoint's encoder and shared embedding, with every
-decoder weight and the untied output layer drawn by T5X's initialisation (mt5study.model, seeded),
-fine-tuned with the study's own params, seeds and budget. Its chrF++ and held-out loss beside the
-study's two starts say whether the pretrained encoder helps and the pretrained decoder hurts.
+decoder weight and the untied output layer drawn as the random-initialisation run of the same
+seed draws them (mt5study.model.build after torch.manual_seed(seed), T5X's scheme), fine-tuned
+with the study's own params, seeds and budget: one start per seed, so the spread includes the
+decoder's draw. Its chrF++ and held-out loss beside the study's two starts say what a fresh decoder
+changes.
 
     .venv/bin/python scripts/encoder_start.py --params params/cpu/translation.yaml \
         --study outputs/translation --out outputs/encoder_start
 
 --study is the translation study's finished folder (its two starts are read from it, not rerun).
-Writes OUT/checkpoint/ (the mixed start), OUT/study/ (the fine-tuning runs and scores, as the
-study writes them) and OUT/comparison.json with the three starts' per-seed numbers.
+--study must have been run with the same translation params (compared with its study.json).
+Writes OUT/seed<k>/checkpoint/ (the mixed start of seed k), OUT/seed<k>/study/ (its fine-tuning
+run and scores, as the study writes them) and OUT/comparison.json with the three starts' numbers.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import torch
 from transformers import MT5ForConditionalGeneration
 
 from mt5study import records
-from mt5study.config import ConfigError, load
+from mt5study.config import ConfigError, load, to_dict
 from mt5study.model import fp32_head_, init_weights_, load_checkpoint, share_embeddings
 from mt5study.paths import find
 
@@ -80,21 +83,36 @@ def main(argv: list[str] | None = None) -> int:
         print(e, file=sys.stderr)
         return 2
     study = Path(args.study)
-    if not (study / "results.parquet").is_file():
-        print(f"--study {study}: no results.parquet (run the translation study first)", file=sys.stderr)
+    if not (study / "results.parquet").is_file() or not (study / "study.json").is_file():
+        print(f"--study {study}: no results.parquet and study.json (run the translation study first)", file=sys.stderr)
         return 2
-    out = Path(args.out)
     t = params.translation
-    ckpt = encoder_start(find(t.finetune.checkpoint), out / "checkpoint", t.seed)
-    mixed = load(find(args.params), {"translation.finetune.checkpoint": str(ckpt.resolve()),
-                                     "translation.finetune.compare_random_init": False},
-                 schema=TranslationParams)
-    result = ft.run(mixed, out / "study")
-
+    ran = json.loads((study / "study.json").read_text())["params"]["translation"]
+    mine_cfg = to_dict(params)["translation"]
+    for key in ("pairs", "filters", "splits", "input_length", "target_length"):
+        if ran.get(key) != mine_cfg.get(key):
+            print(f"--study {study} was run with other translation.{key} than {args.params}", file=sys.stderr)
+            return 2
+    for key in ("params", "seeds", "overrides"):
+        if ran["finetune"].get(key) != mine_cfg["finetune"].get(key):
+            print(f"--study {study} was run with other translation.finetune.{key} than {args.params}", file=sys.stderr)
+            return 2
+    out = Path(args.out)
+    results, losses = [], []
+    for seed in t.finetune.seeds:
+        root = out / f"seed{seed}"
+        checkpoint = ft.base_model(params, root / "study")["checkpoint"]  # a hub name or a folder
+        ckpt = encoder_start(checkpoint, root / "checkpoint", seed)
+        mixed = load(find(args.params), {"translation.finetune.checkpoint": str(ckpt.resolve()),
+                                         "translation.finetune.compare_random_init": False,
+                                         "translation.finetune.seeds": [seed]},
+                     schema=TranslationParams)
+        results.append(ft.run(mixed, root / "study")["results"])
+        losses.append(held_out_loss(root / "study"))
     both = pd.read_parquet(study / "results.parquet")
-    mine = result["results"].assign(init="pretrained_encoder")
+    mine = pd.concat(results, ignore_index=True).assign(init="pretrained_encoder")
     table = ft.per_pair_table(pd.concat([both, mine], ignore_index=True))
-    losses = pd.concat([held_out_loss(study), held_out_loss(out / "study").assign(init="pretrained_encoder")])
+    losses = pd.concat([held_out_loss(study), pd.concat(losses).assign(init="pretrained_encoder")])
     print(table.to_string())
     print(losses.groupby("init").eval_loss.agg(["mean", "std", "count"]).round(3).to_string())
     records.write_json_atomic(out / "comparison.json", {

@@ -48,3 +48,24 @@ def test_refuses_bad_params_and_a_missing_study_by_name(tmp_path, capsys):
     assert mod.main(["--params", "params/cpu/translation_smoke.yaml", "--study", str(tmp_path / "none"),
                      "--out", str(tmp_path / "o")]) == 2
     assert "no results.parquet" in capsys.readouterr().err
+
+
+def test_refuses_a_study_run_with_other_params(tmp_path, capsys):
+    """The three starts are compared only if the study's two were fine-tuned as this one will be."""
+    import json
+
+    import pandas as pd
+
+    from mt5study.config import load, to_dict
+    from mt5study.translation.config import TranslationParams
+
+    mod = _script()
+    params = to_dict(load(ROOT / "params/cpu/translation_smoke.yaml", schema=TranslationParams))
+    params["translation"]["finetune"]["overrides"]["run.steps"] = 12345  # the study ran longer
+    (tmp_path / "study").mkdir()
+    pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "study" / "results.parquet")
+    (tmp_path / "study" / "study.json").write_text(json.dumps({"params": params}))
+    assert mod.main(["--params", "params/cpu/translation_smoke.yaml", "--study", str(tmp_path / "study"),
+                     "--out", str(tmp_path / "o")]) == 2
+    assert "other translation.finetune.overrides" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing started
