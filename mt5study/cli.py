@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -58,10 +59,27 @@ def cmd_train(a: argparse.Namespace) -> int:
     params = config.load(a.params, _overrides(a.set))
     check_writable(a.out)
     try:
-        return train(params, a.out, resume=a.resume, overwrite=a.overwrite, stop_at_step=a.stop_at_step)
+        code = train(params, a.out, resume=a.resume, overwrite=a.overwrite, stop_at_step=a.stop_at_step)
     except RunExists as e:
         print(f"mt5study train: {e}", file=sys.stderr)
         return EXIT_FAILED
+    _release_process_group()
+    return code
+
+
+def _release_process_group() -> None:
+    """A launched rank tears its process group down before the interpreter exits. Left to
+    interpreter shutdown, gloo's worker threads can still be joinable when their owner is destroyed
+    and the rank aborts ("terminate called without an active exception", exit code -6) after a run
+    that had finished or checkpointed (seen once in CI, 2026-12-01, on a preempted 2-rank ZeRO-3
+    run). Every rank returns from train() past a barrier, so all of them get here. One process
+    (WORLD_SIZE unset or 1, or train() called in-process) keeps its state."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def cmd_launch(a: argparse.Namespace) -> int:
