@@ -56,17 +56,6 @@ def encoder_start(checkpoint: str | Path, out: Path, seed: int) -> Path:
     return out
 
 
-def held_out_loss(study: Path) -> pd.DataFrame:
-    """The last eval loss of every run of a study folder: init, seed, step, eval_loss."""
-    rows = []
-    for metrics in sorted(Path(study, "runs").glob("*/seed*/metrics.jsonl")):
-        evals = [r for r in map(json.loads, metrics.read_text().splitlines()) if "eval_loss" in r]
-        if evals:
-            rows.append({"init": metrics.parent.parent.name, "seed": int(metrics.parent.name[4:]),
-                         "step": evals[-1]["step"], "eval_loss": evals[-1]["eval_loss"]})
-    return pd.DataFrame(rows)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", required=True, help="translation params (params/cpu/translation.yaml)")
@@ -83,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         print(e, file=sys.stderr)
         return 2
     study = Path(args.study)
-    if not (study / "results.parquet").is_file() or not (study / "study.json").is_file():
-        print(f"--study {study}: no results.parquet and study.json (run the translation study first)", file=sys.stderr)
+    if not all((study / f).is_file() for f in ("results.parquet", "runs.parquet", "study.json")):
+        print(f"--study {study}: no results.parquet, runs.parquet and study.json (run the translation study first)",
+              file=sys.stderr)
         return 2
     t = params.translation
     ran = json.loads((study / "study.json").read_text())["params"]["translation"]
@@ -98,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--study {study} was run with other translation.finetune.{key} than {args.params}", file=sys.stderr)
             return 2
     out = Path(args.out)
-    results, losses = [], []
+    results, runs = [], []
     for seed in t.finetune.seeds:
         root = out / f"seed{seed}"
         checkpoint = ft.base_model(params, root / "study")["checkpoint"]  # a hub name or a folder
@@ -107,14 +97,17 @@ def main(argv: list[str] | None = None) -> int:
                                          "translation.finetune.compare_random_init": False,
                                          "translation.finetune.seeds": [seed]},
                      schema=TranslationParams)
-        results.append(ft.run(mixed, root / "study")["results"])
-        losses.append(held_out_loss(root / "study"))
+        done = ft.run(mixed, root / "study")
+        results.append(done["results"])
+        runs.append(done["runs"])
     both = pd.read_parquet(study / "results.parquet")
     mine = pd.concat(results, ignore_index=True).assign(init="pretrained_encoder")
     table = ft.per_pair_table(pd.concat([both, mine], ignore_index=True))
-    losses = pd.concat([held_out_loss(study), pd.concat(losses).assign(init="pretrained_encoder")])
+    # Held-out loss at the last step: each run's summary (final_eval_loss), as the study records it.
+    losses = pd.concat([pd.read_parquet(study / "runs.parquet"), pd.concat(runs).assign(init="pretrained_encoder")],
+                       ignore_index=True)[["init", "seed", "final_eval_loss"]]
     print(table.to_string())
-    print(losses.groupby("init").eval_loss.agg(["mean", "std", "count"]).round(3).to_string())
+    print(losses.groupby("init").final_eval_loss.agg(["mean", "std", "count"]).round(3).to_string())
     records.write_json_atomic(out / "comparison.json", {
         "environment": records.environment(), "params": args.params, "study": str(study),
         "per_pair": table.to_dict(orient="records"), "held_out_loss": losses.to_dict(orient="records")})

@@ -63,7 +63,8 @@ def test_refuses_a_study_run_with_other_params(tmp_path, capsys):
     params = to_dict(load(ROOT / "params/cpu/translation_smoke.yaml", schema=TranslationParams))
     params["translation"]["finetune"]["overrides"]["run.steps"] = 12345  # the study ran longer
     (tmp_path / "study").mkdir()
-    pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "study" / "results.parquet")
+    for name in ("results.parquet", "runs.parquet"):
+        pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "study" / name)
     (tmp_path / "study" / "study.json").write_text(json.dumps({"params": params}))
     assert mod.main(["--params", "params/cpu/translation_smoke.yaml", "--study", str(tmp_path / "study"),
                      "--out", str(tmp_path / "o")]) == 2

@@ -78,7 +78,7 @@ def test_relative_embedding_lr_moves_the_embedding_at_the_kernels_relative_rate(
 
 def test_adafactor_scale_parameter_steps_each_weight_by_its_size():
     """optim.scale_parameter (T5X's multiply_by_parameter_scale): a weight's step is lr x its RMS,
-    so the std-1.0 embedding moves ~sqrt(d_model) times more than a std-d^-0.5 kernel; without it
+    so the std-1.0 embedding moves far more than a small-std kernel (wo: d_ff^-0.5); without it
     both move about lr. AdamW, or scaling the embedding twice, is refused by name."""
     import torch
 
@@ -108,12 +108,12 @@ def test_adafactor_scale_parameter_steps_each_weight_by_its_size():
 
 def test_scale_parameter_is_refused_where_deepspeed_flattens_the_weights(tmp_path):
     """Under ZeRO or DeepSpeed's bf16 optimizer Adafactor sees flat partitions: refused, named."""
+    import yaml
+
     from mt5study.config import ConfigError, load
 
     base = {"model": {"preset": "tiny"}, "optim": {"name": "adafactor", "lr": 1e-3, "scale_parameter": True},
             "run": {"steps": 1, "micro_batch": 1}}
-    import yaml
-
     f = tmp_path / "p.yaml"
     f.write_text(yaml.safe_dump(base))
     assert load(f).optim.scale_parameter  # ZeRO-0, fp32: whole weights
